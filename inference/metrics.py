@@ -1,0 +1,23 @@
+"""Prometheus series the engines update (exposed by the Django side at /metrics)."""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1, 2, 4, 8)
+_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 15, 30, 60)
+
+REQUESTS_RUNNING = Gauge("inference_requests_running", "Requests in the running batch", ["model"])
+REQUESTS_WAITING = Gauge("inference_requests_waiting", "Requests waiting for a batch slot", ["model"])
+TIME_TO_FIRST_TOKEN = Histogram(
+    "inference_time_to_first_token_seconds", "Arrival to first token", ["model"], buckets=_TTFT_BUCKETS
+)
+INTER_TOKEN_LATENCY = Histogram(
+    "inference_inter_token_latency_seconds", "Time between tokens of one request", ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+REQUEST_DURATION = Histogram(
+    "inference_request_duration_seconds", "Arrival to finish", ["model"], buckets=_TTFT_BUCKETS
+)
+GENERATED_TOKENS = Counter("inference_generated_tokens", "Completion tokens generated", ["model"])
+PROMPT_TOKENS = Counter("inference_prompt_tokens", "Prompt tokens processed", ["model"])
+REQUESTS = Counter("inference_requests", "Finished requests by outcome", ["model", "outcome"])

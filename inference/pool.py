@@ -1,0 +1,128 @@
+"""The process-wide model pool: one engine per model, built lazily, shared by all requests.
+
+Shaped like channels' ``ChannelLayerManager``: a module-level ``pool`` that reads
+settings when it first builds an engine, can be ``reset()``, and lets tests ``set()``
+an engine of their own.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+
+from .catalog import ModelSpec, unavailable_reason
+from .config import get_settings
+from .engine import Engine
+from .errors import ModelUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class ModelPool:
+    def __init__(self) -> None:
+        self._engines: dict[str, Engine] = {}
+        self._specs: dict[str, ModelSpec] = {}
+        self._failures: dict[str, str] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._engines
+
+    def failure(self, name: str) -> str | None:
+        """Why the last load of ``name`` failed, if it did."""
+        return self._failures.get(name)
+
+    def peek(self, name: str) -> Engine | None:
+        return self._engines.get(name)
+
+    def engines(self) -> list[Engine]:
+        return list(self._engines.values())
+
+    def get(self, spec: ModelSpec) -> Engine:
+        """Return the engine for ``spec``, loading it on first use (blocking).
+
+        Raises ``ModelUnavailable`` when the weights are absent or the load fails; the
+        failure is remembered so that later calls answer at once.
+        """
+        engine = self._engines.get(spec.name)
+        if engine is not None and self._specs.get(spec.name) in (None, spec):
+            return engine
+        with self._lock_for(spec.name):
+            engine = self._engines.get(spec.name)
+            current = self._specs.get(spec.name)
+            if engine is not None and (current is None or _same_weights(current, spec)):
+                self._specs[spec.name] = spec
+                return engine
+            if engine is not None:  # source or precision changed in the catalog: rebuild
+                engine.shutdown()
+                del self._engines[spec.name]
+            if spec.name in self._failures and self._specs.get(spec.name) == spec:
+                raise ModelUnavailable(spec.name, self._failures[spec.name])
+            settings = get_settings()
+            reason = unavailable_reason(spec, settings.allow_downloads)
+            if reason is not None:
+                raise ModelUnavailable(spec.name, reason)
+            self._specs[spec.name] = spec
+            try:
+                from .loader import load_model
+
+                if settings.num_threads:
+                    import torch
+
+                    torch.set_num_threads(settings.num_threads)
+                loaded = load_model(spec, settings)
+                engine = Engine(spec, loaded, settings.max_batch_size, settings.max_queue,
+                                settings.prefill_chunk_tokens)
+            except Exception as exc:  # noqa: BLE001 - any load failure makes it unavailable
+                logger.exception("loading %s failed", spec.name)
+                self._failures[spec.name] = f"failed to load: {type(exc).__name__}: {exc}"
+                raise ModelUnavailable(spec.name, self._failures[spec.name]) from exc
+            self._failures.pop(spec.name, None)
+            self._engines[spec.name] = engine
+            return engine
+
+    async def aget(self, spec: ModelSpec) -> Engine:
+        """``get`` without blocking the event loop while a model loads."""
+        engine = self._engines.get(spec.name)
+        if engine is not None and self._specs.get(spec.name) == spec:
+            return engine
+        return await asyncio.to_thread(self.get, spec)
+
+    def preload(self, specs: Iterable[ModelSpec]) -> threading.Thread:
+        """Load ``specs`` on a background thread (server start); failures are logged."""
+        def run() -> None:
+            for spec in specs:
+                try:
+                    self.get(spec)
+                except ModelUnavailable as exc:
+                    logger.warning("preload: %s", exc)
+
+        thread = threading.Thread(target=run, name="model-preload", daemon=True)
+        thread.start()
+        return thread
+
+    def set(self, name: str, engine: Engine) -> None:
+        """Install an engine (tests)."""
+        self._engines[name] = engine
+        self._specs[name] = engine.spec
+
+    def reset(self) -> None:
+        """Shut down every engine and forget failures."""
+        with self._guard:
+            engines, self._engines = list(self._engines.values()), {}
+            self._specs, self._failures = {}, {}
+        for engine in engines:
+            engine.shutdown()
+
+
+def _same_weights(a: ModelSpec, b: ModelSpec) -> bool:
+    return a.source == b.source and a.precision == b.precision
+
+
+pool = ModelPool()

@@ -1,0 +1,64 @@
+"""Turn logits into next tokens, each row with its own settings and random generator."""
+from __future__ import annotations
+
+import torch
+
+from .sequence import Sequence
+
+
+def make_generator(seed: int, device: str) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def apply_penalties(logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
+    """Repetition penalty (HF/CTRL style, over prompt and output), then OpenAI-style
+    frequency and presence penalties over the output. ``logits`` is ``[V]``."""
+    p = seq.params
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(seq.prompt_token_ids + seq.output_token_ids, device=logits.device).unique()
+        scores = logits[seen]
+        logits[seen] = torch.where(scores > 0, scores / p.repetition_penalty, scores * p.repetition_penalty)
+    if (p.frequency_penalty or p.presence_penalty) and seq.output_token_ids:
+        out = torch.tensor(seq.output_token_ids, device=logits.device)
+        counts = torch.bincount(out, minlength=logits.shape[-1])[: logits.shape[-1]].to(logits.dtype)
+        logits -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
+    return logits
+
+
+def sample_row(logits: torch.Tensor, seq: Sequence, generator: torch.Generator | None) -> int:
+    """Sample one token from ``logits`` ``[V]`` (float32) for ``seq``."""
+    p = seq.params
+    if p.has_penalties:
+        logits = apply_penalties(logits.clone(), seq)
+    if p.is_greedy:
+        return int(torch.argmax(logits))
+    logits = logits / p.temperature
+    if p.top_k and p.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # drop a token once the mass before it already reaches top_p (keeps at least one)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= p.top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.empty_like(logits).scatter_(0, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def sample(logits: torch.Tensor, seqs: list[Sequence], generators: list[torch.Generator | None]) -> list[int]:
+    """Next token for each row of ``logits`` ``[N, V]``; greedy rows share one argmax."""
+    simple = [i for i, s in enumerate(seqs) if s.params.is_greedy and not s.params.has_penalties]
+    tokens: list[int] = [0] * len(seqs)
+    if simple:
+        best = torch.argmax(logits[simple], dim=-1).tolist()
+        for i, t in zip(simple, best):
+            tokens[i] = t
+    simple_set = set(simple)
+    for i, seq in enumerate(seqs):
+        if i not in simple_set:
+            tokens[i] = sample_row(logits[i], seq, generators[i])
+    return tokens
