@@ -103,12 +103,21 @@ class RequestStream:
             except asyncio.CancelledError:
                 self.abort()
                 raise
-            for ev in events:
-                if isinstance(ev, Finished):
-                    self.finished = ev
-                elif ev:
-                    self._buffer.append(ev)
+            self._take(events)
         return self._buffer.pop(0)
+
+    def _take(self, events: list[Any]) -> None:
+        for ev in events:
+            if isinstance(ev, Finished):
+                self.finished = ev
+            elif ev:
+                self._buffer.append(ev)
+
+    async def wait_finished(self) -> Finished:
+        """Wait for the end (after an abort, say) and return how it finished."""
+        while self.finished is None:
+            self._take(await self.queue.get())
+        return self.finished
 
     async def aclose(self) -> None:
         self.abort()

@@ -1,0 +1,115 @@
+"""Admin: the catalog, API tokens (secret shown once), usage, conversations."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import TruncDay
+from django.http import HttpRequest
+from django.utils import timezone
+
+from . import services
+from .models import ApiToken, CatalogEntry, Conversation, Message, UsageRecord
+
+
+@admin.register(CatalogEntry)
+class CatalogEntryAdmin(admin.ModelAdmin):
+    list_display = ("name", "precision", "context_length", "max_output_tokens", "is_enabled", "is_default",
+                    "availability")
+    list_editable = ("is_enabled", "context_length", "max_output_tokens")
+    list_filter = ("is_enabled", "precision")
+    search_fields = ("name", "description", "source")
+
+    @admin.display(description="available")
+    def availability(self, obj: CatalogEntry) -> str:
+        reason = services.unavailable(obj)
+        return "yes" if reason is None else f"no: {reason}"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at",
+                    "rate_limit_per_minute", "is_active", "total_tokens")
+    list_filter = ("revoked_at",)
+    search_fields = ("name", "prefix", "owner__username")
+    readonly_fields = ("prefix", "created_at", "last_used_at")
+    fields = ("name", "owner", "prefix", "expires_at", "rate_limit_per_minute", "revoked_at", "created_at",
+              "last_used_at")
+    actions = ("revoke",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
+        return super().get_queryset(request).annotate(
+            _total=Sum("usage__prompt_tokens") + Sum("usage__completion_tokens")
+        )
+
+    @admin.display(description="tokens used")
+    def total_tokens(self, obj: Any) -> int:
+        return obj._total or 0
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        secret = None if change else obj.set_new_secret()
+        super().save_model(request, obj, form, change)
+        if secret:
+            messages.warning(request, f"Token created. Copy the secret now, it will not be shown again: {secret}")
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        n = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {n} token(s).")
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "model", "endpoint", "token", "user", "prompt_tokens", "completion_tokens",
+                    "finish_reason", "time_to_first_token_ms", "duration_ms")
+    list_filter = ("model", "endpoint", "finish_reason", "token")
+    date_hierarchy = "created_at"
+    search_fields = ("token__prefix", "token__name", "user__username", "model")
+    change_list_template = "admin/chat/usagerecord/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        response = super().changelist_view(request, extra_context)
+        try:
+            qs = response.context_data["cl"].queryset
+        except (AttributeError, KeyError):
+            return response
+        response.context_data["daily"] = (
+            qs.annotate(day=TruncDay("created_at"))
+            .values("day", "token__prefix", "token__name")
+            .annotate(requests=Count("id"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))
+            .order_by("-day", "token__prefix")[:60]
+        )
+        return response
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    fields = ("role", "state", "content", "completion_tokens", "in_context", "created_at")
+    readonly_fields = ("created_at",)
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("title", "owner", "model", "created_at", "updated_at")
+    list_filter = ("model",)
+    search_fields = ("title", "owner__username", "messages__content")
+    inlines = [MessageInline]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("conversation", "role", "state", "short", "completion_tokens", "created_at")
+    list_filter = ("role", "state")
+    search_fields = ("content", "conversation__title")
+
+    @admin.display(description="content")
+    def short(self, obj: Message) -> str:
+        return obj.content[:80]

@@ -1,0 +1,153 @@
+"""Validation of API bodies into typed requests. Errors name the field and the rule."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+from inference.sequence import SamplingParams
+
+from .errors import TOO_LARGE, ApiError, invalid
+
+ROLES = ("system", "user", "assistant")
+MAX_STOP_SEQUENCES = 4
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    prompt: str | None
+    messages: list[dict[str, str]] | None
+    raw: bool
+    stream: bool
+    params: SamplingParams
+
+
+def read_json_body(request: HttpRequest) -> dict[str, Any]:
+    """The body as a JSON object; 413/3006 past ``API_MAX_BODY_BYTES``, 400/5004 if not JSON."""
+    limit = settings.API_MAX_BODY_BYTES
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise ApiError(413, TOO_LARGE, "Request is too large")
+    body = request.body
+    if len(body) > limit:
+        raise ApiError(413, TOO_LARGE, "Request is too large")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid(f"Body must be valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise invalid("Body must be a JSON object")
+    return data
+
+
+def _number(data: dict[str, Any], field: str, default: float, low: float, high: float,
+            low_open: bool = False) -> float:
+    value = data.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(f"'{field}' must be a number")
+    if value < low or value > high or (low_open and value == low):
+        bound = f"greater than {low}" if low_open else f"at least {low}"
+        raise invalid(f"'{field}' must be {bound} and at most {high}")
+    return float(value)
+
+
+def _integer(data: dict[str, Any], field: str, default: int | None, low: int, high: int | None = None) -> int | None:
+    value = data.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise invalid(f"'{field}' must be an integer")
+    if value < low or (high is not None and value > high):
+        rule = f"at least {low}" + (f" and at most {high}" if high is not None else "")
+        raise invalid(f"'{field}' must be {rule}")
+    return value
+
+
+def _boolean(data: dict[str, Any], field: str, default: bool) -> bool:
+    value = data.get(field, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid(f"'{field}' must be a boolean")
+    return value
+
+
+def parse_stop(value: Any, field: str = "stop") -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise invalid(f"'{field}' must be a non-empty string or a list of non-empty strings")
+    if len(value) > MAX_STOP_SEQUENCES:
+        raise invalid(f"'{field}' may hold at most {MAX_STOP_SEQUENCES} sequences")
+    return tuple(value)
+
+
+def parse_messages(value: Any, field: str = "messages") -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise invalid(f"'{field}' must be a non-empty list of {{role, content}} objects")
+    messages = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            raise invalid(f"'{field}[{i}]' must be an object with 'role' and 'content'")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise invalid(f"'{field}[{i}].role' must be one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise invalid(f"'{field}[{i}].content' must be a string")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def sampling_params(data: dict[str, Any], max_output_tokens: int, default_max_tokens: int = 256,
+                    max_tokens_field: str = "max_tokens", default_temperature: float = 0.6) -> SamplingParams:
+    max_tokens = _integer(data, max_tokens_field, min(default_max_tokens, max_output_tokens), 1, max_output_tokens)
+    repetition_penalty = _number(data, "repetition_penalty", 1.0, 0.0, 2.0)
+    return SamplingParams(
+        max_tokens=int(max_tokens or 1),
+        temperature=_number(data, "temperature", default_temperature, 0.0, 5.0),
+        top_p=_number(data, "top_p", 1.0, 0.0, 1.0, low_open=True),
+        top_k=int(_integer(data, "top_k", 0, 1, 50) or 0),
+        seed=_integer(data, "seed", None, 0, 2**63 - 1),
+        # 0 would divide by zero; the reference accepts it, we read it as "no penalty"
+        repetition_penalty=repetition_penalty or 1.0,
+        frequency_penalty=_number(data, "frequency_penalty", 0.0, -2.0, 2.0),
+        presence_penalty=_number(data, "presence_penalty", 0.0, -2.0, 2.0),
+        stop=parse_stop(data.get("stop")),
+    )
+
+
+def parse_run_body(data: dict[str, Any], max_output_tokens: int) -> RunRequest:
+    """Validate a native ``/ai/run`` body against a model's output limit."""
+    has_prompt, has_messages = data.get("prompt") is not None, data.get("messages") is not None
+    if has_prompt == has_messages:
+        raise invalid("Provide exactly one of 'prompt' or 'messages'")
+    prompt = messages = None
+    if has_prompt:
+        prompt = data["prompt"]
+        if not isinstance(prompt, str) or not prompt:
+            raise invalid("'prompt' must be a non-empty string")
+    else:
+        messages = parse_messages(data["messages"])
+    raw = _boolean(data, "raw", False)
+    if raw and not has_prompt:
+        raise invalid("'raw' applies to 'prompt' only")
+    return RunRequest(
+        prompt=prompt,
+        messages=messages,
+        raw=raw,
+        stream=_boolean(data, "stream", False),
+        params=sampling_params(data, max_output_tokens),
+    )

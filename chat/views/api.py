@@ -1,0 +1,104 @@
+"""The native, Workers AI-shaped API: /ai/run/<model>, /ai/models/search."""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.views.decorators.csrf import csrf_exempt
+
+from inference.engine import RequestStream
+from inference.errors import GenerationFailed, InferenceError
+
+from .. import services
+from ..auth import Principal, authenticate
+from ..errors import INTERNAL, ApiError, from_inference, success_response
+from ..models import CatalogEntry
+from ..validation import parse_run_body, read_json_body
+from .sse import DONE, event, sse_response
+
+logger = logging.getLogger(__name__)
+
+
+@csrf_exempt  # session callers are CSRF-checked in auth.SessionAuthentication
+async def run(request: HttpRequest, model: str, account_id: str | None = None) -> HttpResponse:
+    """Run a text-generation model, streamed (SSE) or not. Errors before the stream
+    carry their HTTP status; after it starts they come as ``event: error``."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        principal = await authenticate(request)
+        services.check_rate_limit(principal)
+        data = read_json_body(request)
+        entry = await services.resolve_entry(model)
+        body = parse_run_body(data, entry.max_output_tokens)
+        engine = await services.get_engine(entry)
+        ids = await services.encode(engine, prompt=body.prompt, messages=body.messages, raw=body.raw)
+        services.check_context(len(ids), entry.context_length)
+        stream = engine.submit(ids, body.params, log_tag=principal.label)
+    except ApiError as exc:
+        return exc.response()
+    except InferenceError as exc:
+        return from_inference(exc).response()
+
+    if body.stream:
+        return sse_response(_stream_events(stream, principal, entry))
+    try:
+        text = await stream.text()
+    except GenerationFailed:
+        return ApiError(500, INTERNAL, "Generation failed").response()
+    finally:
+        await _record(stream, principal, entry)
+    finished = stream.finished
+    assert finished is not None  # set once text() returns
+    return success_response({"response": text, "usage": finished.usage.as_dict()})
+
+
+async def _record(stream: RequestStream, principal: Principal, entry: CatalogEntry) -> None:
+    """Record usage once the request ends; detached if the client is already gone."""
+    async def record() -> None:
+        finished = await stream.wait_finished()
+        await services.record_usage(user=principal.user, token=principal.token, model=entry.name,
+                                    endpoint="native", finished=finished)
+
+    services.run_in_background(record())
+
+
+async def _stream_events(stream: RequestStream, principal: Principal, entry: CatalogEntry) -> AsyncIterator[str]:
+    try:
+        async for piece in stream:
+            yield event({"response": piece})
+        finished = stream.finished
+        if finished is not None:
+            yield event({"response": "", "usage": finished.usage.as_dict()})
+            yield DONE
+    except GenerationFailed as exc:
+        logger.warning("stream %s failed: %s", stream.request_id, exc)
+        yield event({"errors": [{"code": INTERNAL, "message": "Generation failed"}]}, name="error")
+    finally:
+        stream.abort()  # no-op when finished; frees the slot when the client left
+        await _record(stream, principal, entry)
+
+
+async def models_search(request: HttpRequest) -> HttpResponse:
+    """The catalog, Workers AI-shaped, with availability."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    result = []
+    async for entry in CatalogEntry.objects.filter(is_enabled=True).order_by("name"):
+        reason = services.unavailable(entry)
+        result.append({
+            "id": entry.name,
+            "name": entry.name,
+            "description": entry.description,
+            "task": {"name": "Text Generation"},
+            "properties": [
+                {"property_id": "context_length_limit", "value": str(entry.context_length)},
+                {"property_id": "sequence_length_limit", "value": str(entry.max_output_tokens)},
+                {"property_id": "precision", "value": entry.precision},
+            ],
+            "available": reason is None,
+            "unavailable_reason": reason,
+            "default": entry.is_default,
+        })
+    return success_response(result)

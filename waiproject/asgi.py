@@ -1,0 +1,17 @@
+"""ASGI entry point (daphne). Serves static files itself and starts loading the
+preloaded models in the background, so /readyz turns 200 when they are ready."""
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "waiproject.settings")
+django_application = get_asgi_application()
+
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from chat import services  # noqa: E402
+
+application = ASGIStaticFilesHandler(django_application)
+services.start_preload()

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from chat.views import api, ops
+
+urlpatterns = [
+    path("ai/run/<path:model>", api.run, name="ai-run"),
+    path("client/v4/accounts/<str:account_id>/ai/run/<path:model>", api.run, name="ai-run-account"),
+    path("ai/models/search", api.models_search, name="ai-models-search"),
+    path("client/v4/accounts/<str:account_id>/ai/models/search", api.models_search),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("chat.urls")),
+]
