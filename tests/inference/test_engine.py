@@ -1,0 +1,87 @@
+"""The engine on the real embedded model."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from inference.errors import GenerationFailed
+from inference.sequence import SamplingParams
+
+pytestmark = pytest.mark.model
+
+QUESTIONS = ["where is new york?", "What is 2+2?", "Write a haiku about the sea.", "Name three colors."]
+
+
+def ids(engine, q: str) -> list[int]:  # type: ignore[no-untyped-def]
+    return list(engine.tokenizer.apply_chat_template([{"role": "user", "content": q}],
+                                                     add_generation_prompt=True)["input_ids"])
+
+
+async def test_batched_greedy_output_equals_single_request_output(engine) -> None:  # type: ignore[no-untyped-def]
+    greedy = SamplingParams(max_tokens=24, temperature=0)
+    alone = [await engine.submit(ids(engine, q), greedy).text() for q in QUESTIONS]
+    together = await asyncio.gather(*[engine.submit(ids(engine, q), greedy).text() for q in QUESTIONS * 3])
+    assert list(together) == alone * 3
+    assert all(alone)
+
+
+async def test_a_request_that_joins_a_running_batch_gets_the_same_answer(engine) -> None:  # type: ignore[no-untyped-def]
+    greedy = SamplingParams(max_tokens=20, temperature=0)
+    expected = await engine.submit(ids(engine, QUESTIONS[1]), greedy).text()
+    long_runner = engine.submit(ids(engine, QUESTIONS[0]), SamplingParams(max_tokens=60, temperature=0))
+    first = await long_runner.__anext__()  # it is decoding now
+    late = await engine.submit(ids(engine, QUESTIONS[1]), greedy).text()
+    rest = await long_runner.text()
+    assert late == expected and first + rest
+
+
+async def test_same_seed_same_output_and_other_seed_differs(engine) -> None:  # type: ignore[no-untyped-def]
+    def params(seed: int) -> SamplingParams:
+        return SamplingParams(max_tokens=30, temperature=1.0, top_p=0.95, top_k=40, seed=seed)
+    prompt = ids(engine, "Tell me a story about a dragon.")
+    a, b, c = await asyncio.gather(*[engine.submit(prompt, params(s)).text() for s in (7, 7, 8)])
+    assert a == b
+    assert a != c
+
+
+async def test_max_tokens_ends_with_length_and_counts_usage(engine) -> None:  # type: ignore[no-untyped-def]
+    stream = engine.submit(ids(engine, "Count from one to one hundred."), SamplingParams(max_tokens=5, temperature=0))
+    await stream.text()
+    assert stream.finished.finish_reason == "length"
+    assert stream.finished.usage.completion_tokens == 5
+    assert stream.finished.usage.prompt_tokens == stream.num_prompt_tokens
+
+
+async def test_stop_sequence_ends_the_answer_before_the_stop_text(engine) -> None:  # type: ignore[no-untyped-def]
+    prompt = ids(engine, "Count from one to ten in digits, separated by commas.")
+    full = await engine.submit(prompt, SamplingParams(max_tokens=40, temperature=0)).text()
+    assert "5" in full
+    stream = engine.submit(prompt, SamplingParams(max_tokens=40, temperature=0, stop=("5",)))
+    cut = await stream.text()
+    assert cut == full[: full.index("5")]
+    assert stream.finished.finish_reason == "stop"
+
+
+async def test_an_abort_frees_the_batch_slot_within_a_step(engine) -> None:  # type: ignore[no-untyped-def]
+    stream = engine.submit(ids(engine, "Write a long essay about the ocean."), SamplingParams(max_tokens=500))
+    await stream.__anext__()
+    assert engine.num_running == 1
+    await stream.aclose()
+    finished = await asyncio.wait_for(stream.wait_finished(), 5)
+    assert finished.finish_reason == "abort"
+    assert finished.usage.completion_tokens < 500
+    assert engine.num_running == 0 and engine.runner.num_active == 0
+
+
+async def test_a_failing_step_fails_its_requests_not_the_worker(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("simulated device error")
+
+    monkeypatch.setattr(engine.runner, "prefill", boom)
+    stream = engine.submit(ids(engine, "hello"), SamplingParams(max_tokens=5))
+    with pytest.raises(GenerationFailed):
+        await stream.text()
+    monkeypatch.undo()
+    assert engine.runner.num_active == 0
+    assert await engine.submit(ids(engine, "hello"), SamplingParams(max_tokens=5, temperature=0)).text()
