@@ -3,13 +3,16 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from chat.views import api, ops
+from chat.views import api, openai_api, ops
 
 urlpatterns = [
     path("ai/run/<path:model>", api.run, name="ai-run"),
     path("client/v4/accounts/<str:account_id>/ai/run/<path:model>", api.run, name="ai-run-account"),
     path("ai/models/search", api.models_search, name="ai-models-search"),
     path("client/v4/accounts/<str:account_id>/ai/models/search", api.models_search),
+    path("v1/models", openai_api.list_models, name="openai-models"),
+    path("v1/chat/completions", openai_api.chat_completions, name="openai-chat-completions"),
+    path("v1/completions", openai_api.completions, name="openai-completions"),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),
