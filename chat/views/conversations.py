@@ -1,0 +1,199 @@
+"""Conversation endpoints for the chat page and for scripts (session or Bearer token).
+
+JSON in the native envelope; the answer stream uses the native SSE framing plus ``id:``
+lines (character offsets) so ``Last-Event-ID`` resumes where the reader left off.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from inference.errors import InferenceError
+
+from .. import services, turns
+from ..auth import Principal, authenticate
+from ..errors import ApiError, from_inference, invalid, success_response
+from ..models import Conversation, Message
+from ..validation import read_json_body, sampling_params
+from .sse import sse_response
+
+
+def conversation_json(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": c.pk,
+        "title": c.title or "New chat",
+        "model": c.model,
+        "system_prompt": c.system_prompt,
+        "created_at": c.created_at.isoformat(),
+        "updated_at": c.updated_at.isoformat(),
+    }
+
+
+def message_json(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.pk,
+        "role": m.role,
+        "content": m.content,
+        "state": m.state,
+        "error": m.error,
+        "prompt_tokens": m.prompt_tokens,
+        "completion_tokens": m.completion_tokens,
+        "time_to_first_token_ms": m.time_to_first_token_ms,
+        "tokens_per_second": m.tokens_per_second,
+        "in_context": m.in_context,
+        "created_at": m.created_at.isoformat(),
+        "stream_url": stream_url(m) if m.role == Message.Role.ASSISTANT else None,
+    }
+
+
+def stream_url(m: Message) -> str:
+    return reverse("message-stream", args=[m.conversation_id, m.pk])
+
+
+async def _owned(principal: Principal, conversation_id: int) -> Conversation:
+    """The caller's conversation; another user's (or none) answers 404."""
+    c = await Conversation.objects.filter(pk=conversation_id, owner=principal.user).afirst()
+    if c is None:
+        raise ApiError(404, 7000, "Conversation not found")
+    return c
+
+
+def _text(data: dict[str, Any], field: str, *, required: bool = False, max_length: int = 100_000) -> str:
+    value = data.get(field)
+    if value is None:
+        if required:
+            raise invalid(f"'{field}' is required")
+        return ""
+    if not isinstance(value, str):
+        raise invalid(f"'{field}' must be a string")
+    if required and not value.strip():
+        raise invalid(f"'{field}' must not be empty")
+    if len(value) > max_length:
+        raise invalid(f"'{field}' must be at most {max_length} characters")
+    return value
+
+
+@csrf_exempt  # CSRF is enforced for session callers in auth.SessionAuthentication
+async def conversations(request: HttpRequest) -> HttpResponse:
+    """GET: the caller's conversations, newest first. POST: create one
+    (``model``, ``system_prompt``, ``title`` all optional)."""
+    try:
+        principal = await authenticate(request)
+        if request.method == "GET":
+            rows = [conversation_json(c) async for c in Conversation.objects.filter(owner=principal.user)[:200]]
+            return success_response(rows)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["GET", "POST"])
+        data = read_json_body(request) if request.body else {}
+        model = _text(data, "model")
+        entry = await services.resolve_entry(model) if model else await services.default_entry()
+        if entry is None:
+            raise ApiError(503, 5008, "No model is enabled in the catalog")
+        c = await Conversation.objects.acreate(
+            owner=principal.user, model=entry.name,
+            system_prompt=_text(data, "system_prompt", max_length=20_000), title=_text(data, "title", max_length=200),
+        )
+        return success_response(conversation_json(c), status=201)
+    except ApiError as exc:
+        return exc.response()
+
+
+@csrf_exempt
+async def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    """GET: a conversation with its messages. PATCH: title/system prompt/model. DELETE."""
+    try:
+        principal = await authenticate(request)
+        c = await _owned(principal, conversation_id)
+        if request.method == "GET":
+            body = conversation_json(c)
+            body["messages"] = [message_json(m) async for m in c.messages.order_by("created_at", "id")]
+            return success_response(body)
+        if request.method == "PATCH":
+            data = read_json_body(request)
+            if "title" in data:
+                c.title = _text(data, "title", max_length=200)
+            if "system_prompt" in data:
+                c.system_prompt = _text(data, "system_prompt", max_length=20_000)
+            if data.get("model"):
+                c.model = (await services.resolve_entry(_text(data, "model"))).name
+            await c.asave()
+            return success_response(conversation_json(c))
+        if request.method == "DELETE":
+            async for m in c.messages.filter(state=Message.State.STREAMING):
+                await turns.stop(m)
+            await c.adelete()
+            return success_response({"id": conversation_id, "deleted": True})
+        return HttpResponseNotAllowed(["GET", "PATCH", "DELETE"])
+    except ApiError as exc:
+        return exc.response()
+
+
+@csrf_exempt
+async def post_message(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    """POST ``{"content", "model"?, "system_prompt"?, "max_tokens"?, "temperature"?, ...}``:
+    saves the user message and a pending answer, starts generation, returns 201 with
+    both messages and ``stream_url``."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        principal = await authenticate(request)
+        services.check_rate_limit(principal)
+        c = await _owned(principal, conversation_id)
+        data = read_json_body(request)
+        content = _text(data, "content", required=True)
+        entry = await services.resolve_entry(_text(data, "model") or c.model)
+        if "system_prompt" in data:
+            c.system_prompt = _text(data, "system_prompt", max_length=20_000)
+            await c.asave(update_fields=["system_prompt"])
+        params = sampling_params(data, entry.max_output_tokens,
+                                 default_max_tokens=settings.CHAT_DEFAULT_MAX_TOKENS)
+        turn = await turns.start_turn(c, entry, content, params, principal.user, principal.token)
+    except ApiError as exc:
+        return exc.response()
+    except InferenceError as exc:
+        return from_inference(exc).response()
+    return success_response({
+        "conversation": conversation_json(c),
+        "user_message": message_json(turn.user_message),
+        "assistant_message": message_json(turn.assistant_message),
+        "stream_url": stream_url(turn.assistant_message),
+    }, status=201)
+
+
+async def message_stream(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponse:
+    """SSE of an answer; resumes after the ``Last-Event-ID`` (or ``?offset=``) character."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    try:
+        principal = await authenticate(request)
+        c = await _owned(principal, conversation_id)
+        m = await c.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
+        if m is None:
+            raise ApiError(404, 7000, "Message not found")
+    except ApiError as exc:
+        return exc.response()
+    raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
+    offset = int(raw_offset) if raw_offset.isdigit() else 0
+    return sse_response(turns.follow(m.pk, offset))
+
+
+@csrf_exempt
+async def stop_message(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponse:
+    """Cancel an answer on the server; the partial answer is kept (state ``stopped``)."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        principal = await authenticate(request)
+        c = await _owned(principal, conversation_id)
+        m = await c.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
+        if m is None:
+            raise ApiError(404, 7000, "Message not found")
+    except ApiError as exc:
+        return exc.response()
+    if m.state == Message.State.STREAMING:
+        await turns.stop(m)
+    return success_response({"id": m.pk, "stopping": m.state == Message.State.STREAMING})
