@@ -76,11 +76,11 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         response = super().changelist_view(request, extra_context)
-        try:
-            qs = response.context_data["cl"].queryset
-        except (AttributeError, KeyError):
+        context = getattr(response, "context_data", None)
+        if not context or "cl" not in context:
             return response
-        response.context_data["daily"] = (
+        qs = context["cl"].queryset
+        context["daily"] = (
             qs.annotate(day=TruncDay("created_at"))
             .values("day", "token__prefix", "token__name")
             .annotate(requests=Count("id"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"))

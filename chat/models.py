@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -39,7 +40,9 @@ class CatalogEntry(models.Model):
         verbose_name = "catalog entry"
         verbose_name_plural = "model catalog"
         constraints = [
-            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True), name="one_default_model")
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="one_default_model"
+            )
         ]
 
     def __str__(self) -> str:
@@ -88,7 +91,7 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, owner: models.Model, name: str, **fields: object) -> tuple[ApiToken, str]:
+    def issue(cls, owner: Any, name: str, **fields: Any) -> tuple[ApiToken, str]:
         """Create a token; returns it with its secret, which is not stored anywhere."""
         token = cls(owner=owner, name=name, **fields)
         secret = token.set_new_secret()

@@ -72,7 +72,8 @@ def preload_specs() -> list[ModelSpec]:
                 logger.warning("INFERENCE_PRELOAD: %s is not an enabled catalog entry", name)
     except DatabaseError:  # not migrated yet: fall back to the built-in catalog
         builtin = {s.name: s for s in BUILTIN_CATALOG}
-        specs = [builtin[DEFAULT_MODEL if n == "default" else n] for n in names if (DEFAULT_MODEL if n == "default" else n) in builtin]
+        wanted = [DEFAULT_MODEL if n == "default" else n for n in names]
+        specs = [builtin[n] for n in wanted if n in builtin]
     return specs
 
 

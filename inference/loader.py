@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -132,7 +132,8 @@ def _quantize_int8(model: LlamaForCausalLM, device: str, backend: str) -> str:
         import bitsandbytes as bnb
 
         for layer in model.model.layers:
-            for parent in (layer.self_attn, layer.mlp):
+            parents = (cast(nn.Module, layer.self_attn), cast(nn.Module, layer.mlp))
+            for parent in parents:
                 for name, child in list(parent.named_children()):
                     if isinstance(child, nn.Linear):
                         q = bnb.nn.Linear8bitLt(

@@ -8,6 +8,7 @@ Weights use Hugging Face Llama names, so a ``state_dict`` from transformers load
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,9 @@ class LlamaArgs:
     @classmethod
     def from_hf_config(cls, config: object) -> LlamaArgs:
         """Build from a transformers ``LlamaConfig`` (or compatible)."""
-        get = lambda name, default=None: getattr(config, name, default)  # noqa: E731
+        def get(name: str, default: Any = None) -> Any:
+            return getattr(config, name, default)
+
         model_type = get("model_type")
         if model_type != "llama" or get("attention_bias", False) or get("mlp_bias", False):
             raise ValueError(f"unsupported architecture {model_type!r} (Llama without biases only)")
@@ -70,6 +73,11 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    q_proj: nn.Module
+    k_proj: nn.Module
+    v_proj: nn.Module
+    o_proj: nn.Module
+
     def __init__(self, a: LlamaArgs) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = (
@@ -119,6 +127,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class LlamaForCausalLM(nn.Module):
     """Llama decoder with an external slot-indexed KV cache (see ``KVCache``)."""
 
+    inv_freq: torch.Tensor
+
     def __init__(self, args: LlamaArgs) -> None:
         super().__init__()
         self.args = args
@@ -160,7 +170,8 @@ class LlamaForCausalLM(nn.Module):
         mask = (key_idx[None, None, :] <= positions[:, :, None])[:, None]  # [N, 1, S, T]
         rows = slots[:, None]  # [N, 1]
         slot0 = int(slots[0].item())
-        for i, layer in enumerate(self.model.layers):
+        for i, module in enumerate(self.model.layers):
+            layer = cast(DecoderLayer, module)
             attn = layer.self_attn
             h = layer.input_layernorm(x)
             q = attn.q_proj(h).view(n, s, a.num_attention_heads, a.head_dim).transpose(1, 2)

@@ -48,8 +48,8 @@ class ModelRunner:
 
     # forwards ----------------------------------------------------------------
     def _run(self, seqs: list[Sequence], tokens: list[list[int]], starts: list[int]) -> torch.Tensor:
-        slots = [s.slot for s in seqs]
-        order = sorted(range(len(seqs)), key=lambda i: slots[i])  # type: ignore[arg-type,return-value]
+        slots = [int(s.slot) for s in seqs if s.slot is not None]
+        order = sorted(range(len(seqs)), key=lambda i: slots[i])
         sorted_slots = [slots[i] for i in order]
         width = max(len(t) for t in tokens)
         ids = torch.zeros((len(seqs), width), dtype=torch.long)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponseNotAllowed
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from inference.engine import RequestStream
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 @csrf_exempt  # session callers are CSRF-checked in auth.SessionAuthentication
-async def run(request: HttpRequest, model: str, account_id: str | None = None) -> HttpResponse:
+async def run(request: HttpRequest, model: str, account_id: str | None = None) -> HttpResponseBase:
     """Run a text-generation model, streamed (SSE) or not. Errors before the stream
     carry their HTTP status; after it starts they come as ``event: error``."""
     if request.method != "POST":
@@ -80,7 +81,7 @@ async def _stream_events(stream: RequestStream, principal: Principal, entry: Cat
         await _record(stream, principal, entry)
 
 
-async def models_search(request: HttpRequest) -> HttpResponse:
+async def models_search(request: HttpRequest) -> HttpResponseBase:
     """The catalog, Workers AI-shaped, with availability."""
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])

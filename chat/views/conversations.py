@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponseNotAllowed
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -78,7 +79,7 @@ def _text(data: dict[str, Any], field: str, *, required: bool = False, max_lengt
 
 
 @csrf_exempt  # CSRF is enforced for session callers in auth.SessionAuthentication
-async def conversations(request: HttpRequest) -> HttpResponse:
+async def conversations(request: HttpRequest) -> HttpResponseBase:
     """GET: the caller's conversations, newest first. POST: create one
     (``model``, ``system_prompt``, ``title`` all optional)."""
     try:
@@ -103,7 +104,7 @@ async def conversations(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
-async def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponse:
+async def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
     """GET: a conversation with its messages. PATCH: title/system prompt/model. DELETE."""
     try:
         principal = await authenticate(request)
@@ -133,7 +134,7 @@ async def conversation_detail(request: HttpRequest, conversation_id: int) -> Htt
 
 
 @csrf_exempt
-async def post_message(request: HttpRequest, conversation_id: int) -> HttpResponse:
+async def post_message(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
     """POST ``{"content", "model"?, "system_prompt"?, "max_tokens"?, "temperature"?, ...}``:
     saves the user message and a pending answer, starts generation, returns 201 with
     both messages and ``stream_url``."""
@@ -164,7 +165,7 @@ async def post_message(request: HttpRequest, conversation_id: int) -> HttpRespon
     }, status=201)
 
 
-async def message_stream(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponse:
+async def message_stream(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponseBase:
     """SSE of an answer; resumes after the ``Last-Event-ID`` (or ``?offset=``) character."""
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
@@ -182,7 +183,7 @@ async def message_stream(request: HttpRequest, conversation_id: int, message_id:
 
 
 @csrf_exempt
-async def stop_message(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponse:
+async def stop_message(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponseBase:
     """Cancel an answer on the server; the partial answer is kept (state ``stopped``)."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])

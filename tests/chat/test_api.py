@@ -7,10 +7,10 @@ import pytest
 from django.test import AsyncClient, override_settings
 
 from chat import services
-from tests.chat.conftest import BearerClient
 from chat.models import UsageRecord
 from inference.errors import QueueFull
 from inference.pool import pool
+from tests.chat.conftest import BearerClient
 
 MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"
 URL = f"/ai/run/{MODEL}"
@@ -47,7 +47,8 @@ async def test_it_answers_a_prompt_in_the_success_envelope(client) -> None:  # t
     assert body["success"] is True and body["errors"] == [] and body["messages"] == []
     usage = body["result"]["usage"]
     assert body["result"]["response"].strip()
-    assert usage["completion_tokens"] <= 12 and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["completion_tokens"] <= 12
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
 async def test_the_account_scoped_path_serves_the_same_api(client) -> None:  # type: ignore[no-untyped-def]
@@ -56,8 +57,8 @@ async def test_the_account_scoped_path_serves_the_same_api(client) -> None:  # t
 
 
 async def test_stream_pieces_concatenate_to_the_non_streamed_answer(client) -> None:  # type: ignore[no-untyped-def]
-    body = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is Paris? ünïcode ✓"}],
-            "max_tokens": 24, "seed": 3, "temperature": 0.8}
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Where is Paris? ünïcode ✓"}]
+    body = {"messages": messages, "max_tokens": 24, "seed": 3, "temperature": 0.8}
     plain = (await post(client, body)).json()["result"]
     r = await post(client, {**body, "stream": True})
     assert r.status_code == 200

@@ -172,8 +172,10 @@ async def test_a_long_conversation_sends_only_what_fits_and_marks_the_rest(clien
     cid = await new_conversation(client, system_prompt="You are a pirate named Zed.")
     conversation = await Conversation.objects.aget(pk=cid)
     for i in range(6):  # an old dialogue, each turn ~25 tokens
-        await Message.objects.acreate(conversation=conversation, role="user", content=f"Question {i}: tell me about ships number {i}.")
-        await Message.objects.acreate(conversation=conversation, role="assistant", content=f"Answer {i}: ship {i} sails the sea.")
+        await Message.objects.acreate(conversation=conversation, role="user",
+                                      content=f"Question {i}: tell me about ships number {i}.")
+        await Message.objects.acreate(conversation=conversation, role="assistant",
+                                      content=f"Answer {i}: ship {i} sails the sea.")
     r = await send(client, cid, "What is your name?", max_tokens=32, temperature=0)
     assert r.status_code == 201, r.content
     result = r.json()["result"]
