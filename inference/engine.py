@@ -281,17 +281,20 @@ class Engine:
         state.last_token_time = now
         if token in self.loaded.eos_token_ids:
             seq.output_token_ids.pop()  # the end-of-sequence token is not part of the answer
-            self._emit(state, state.detokenizer.flush())
-            self._finish(seq, RequestStatus.FINISHED_STOPPED)
+            self._finish_with_tail(seq, state, RequestStatus.FINISHED_STOPPED)
             return
         text, hit_stop = state.stops.feed(state.detokenizer.add(token))
         self._emit(state, text)
         if hit_stop:
             self._finish(seq, RequestStatus.FINISHED_STOPPED)
         elif len(seq.output_token_ids) >= seq.params.max_tokens or seq.num_tokens >= seq.max_model_len:
-            tail, hit_stop = state.stops.feed(state.detokenizer.flush())
-            self._emit(state, tail if hit_stop else tail + state.stops.flush())
-            self._finish(seq, RequestStatus.FINISHED_LENGTH)
+            self._finish_with_tail(seq, state, RequestStatus.FINISHED_LENGTH)
+
+    def _finish_with_tail(self, seq: Sequence, state: _RequestState, status: RequestStatus) -> None:
+        """Emit text still held back (incomplete bytes, a possible stop-string start), then finish."""
+        tail, hit_stop = state.stops.feed(state.detokenizer.flush())
+        self._emit(state, tail if hit_stop else tail + state.stops.flush())
+        self._finish(seq, RequestStatus.FINISHED_STOPPED if hit_stop else status)
 
     def _emit(self, state: _RequestState, *events: Any) -> None:
         events_list = [e for e in events if e != ""]

@@ -11,6 +11,7 @@ urlpatterns = [
     path("ai/models/search", api.models_search, name="ai-models-search"),
     path("client/v4/accounts/<str:account_id>/ai/models/search", api.models_search),
     path("v1/models", openai_api.list_models, name="openai-models"),
+    path("v1/models/<path:model>", openai_api.retrieve_model, name="openai-model"),
     path("v1/chat/completions", openai_api.chat_completions, name="openai-chat-completions"),
     path("v1/completions", openai_api.completions, name="openai-completions"),
     path("healthz", ops.healthz, name="healthz"),

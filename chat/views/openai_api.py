@@ -1,11 +1,441 @@
-"""OpenAI-compatible API (being written)."""
+"""The OpenAI-compatible API: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
+
+Same tokens, rate limits, catalog and engines as the native API (``chat/views/api.py``); only the
+shapes differ. Model ids are catalog names. Errors use OpenAI's body
+``{"error": {"message", "type", "code", "param"}}`` and the statuses its clients map to exceptions;
+``to_openai()`` is the one place that translates our ``ApiError`` and inference exceptions.
+"""
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+
+from inference.engine import Finished, RequestStream
+from inference.errors import ContextWindowExceeded, GenerationFailed, InferenceError
+from inference.sequence import SamplingParams
+
+from .. import services
+from ..auth import Principal, authenticate
+from ..errors import (
+    AUTHENTICATION,
+    CAPACITY,
+    CONTEXT_WINDOW,
+    INVALID_INPUT,
+    MODEL_UNAVAILABLE,
+    NO_SUCH_MODEL,
+    RATE_LIMITED,
+    TOO_LARGE,
+    ApiError,
+    from_inference,
+)
+from ..models import CatalogEntry
+from ..validation import parse_messages, read_json_body, sampling_params
+from .sse import DONE, event, sse_response
+
+logger = logging.getLogger(__name__)
+
+OPENAI_DEFAULT_TEMPERATURE = 1.0
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy /v1/completions
 
 
-async def list_models(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"error": {"message": "not implemented", "type": "server_error", "code": None}}, status=501)
+# errors ------------------------------------------------------------------------------
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape, with the HTTP status its clients expect."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.as_dict(), status=self.status, json_dumps_params={"ensure_ascii": False})
+        for key, value in self.headers.items():
+            response[key] = value
+        return response
 
 
-chat_completions = completions = list_models
+# native code -> (HTTP status, OpenAI type, OpenAI code)
+_ERROR_TABLE: dict[int, tuple[int, str, str | None]] = {
+    AUTHENTICATION: (401, "invalid_request_error", "invalid_api_key"),
+    NO_SUCH_MODEL: (404, "invalid_request_error", "model_not_found"),
+    MODEL_UNAVAILABLE: (503, "server_error", "model_unavailable"),
+    CONTEXT_WINDOW: (400, "invalid_request_error", "context_length_exceeded"),
+    TOO_LARGE: (413, "invalid_request_error", "request_too_large"),
+    RATE_LIMITED: (429, "requests", "rate_limit_exceeded"),
+    CAPACITY: (429, "server_error", "server_overloaded"),
+    INVALID_INPUT: (400, "invalid_request_error", None),
+}
+_FIELD_IN_MESSAGE = re.compile(r"^'([^']+)'")
+
+
+def to_openai(exc: ApiError | InferenceError | OpenAIError, prompt_param: str = "messages") -> OpenAIError:
+    """Translate any error raised before a stream starts into its OpenAI form.
+
+    ``prompt_param`` names the input field (``messages`` or ``prompt``) blamed for a context
+    overflow. Headers (``Retry-After``, ``WWW-Authenticate``) are kept.
+    """
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, ContextWindowExceeded):
+        return OpenAIError(
+            400,
+            f"This model's maximum context length is {exc.limit} tokens, but the input has {exc.num_tokens} "
+            f"tokens. Please reduce the length of the {prompt_param}.",
+            code="context_length_exceeded", param=prompt_param,
+        )
+    if isinstance(exc, InferenceError):
+        exc = from_inference(exc)
+    headers = dict(exc.headers)
+    if exc.code == AUTHENTICATION and exc.status != 401:  # the session's CSRF check
+        return OpenAIError(exc.status, exc.message, headers=headers)
+    if exc.code not in _ERROR_TABLE:
+        return OpenAIError(exc.status, exc.message, "server_error" if exc.status >= 500 else "invalid_request_error",
+                           headers=headers)
+    status, type_, code = _ERROR_TABLE[exc.code]
+    message, param = exc.message, None
+    if exc.code == AUTHENTICATION:
+        message = "Incorrect or missing API key: send 'Authorization: Bearer <token>'."
+    elif exc.code == NO_SUCH_MODEL:
+        param = "model"
+    elif exc.code == CONTEXT_WINDOW:
+        param = prompt_param
+    elif exc.code == MODEL_UNAVAILABLE:
+        headers["x-should-retry"] = "false"  # absent weights do not come back within a client's retries
+    elif exc.code == INVALID_INPUT:
+        match = _FIELD_IN_MESSAGE.match(exc.message)
+        param = match.group(1) if match else None
+    return OpenAIError(status, message, type_, code, param, headers)
+
+
+def _invalid(message: str, param: str | None, code: str | None = None) -> OpenAIError:
+    return OpenAIError(400, message, code=code, param=param)
+
+
+def _not_allowed(method: str) -> JsonResponse:
+    response = OpenAIError(405, f"Method not allowed; use {method}.", code="method_not_allowed").response()
+    response["Allow"] = method
+    return response
+
+
+# request bodies ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A validated body: exactly one of ``prompt`` (raw, no chat template) or ``messages``."""
+
+    prompt: str | None
+    messages: list[dict[str, str]] | None
+    stream: bool
+    include_usage: bool
+    params: SamplingParams
+
+
+def _model_name(data: dict[str, Any]) -> str:
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid("You must provide a model parameter (a catalog name such as "
+                       "'@cf/huggingfacetb/smollm2-135m-instruct').", "model")
+    return model
+
+
+def _reject_unless(data: dict[str, Any], field: str, allowed: tuple[Any, ...]) -> None:
+    """400 ``unsupported_parameter`` when ``field`` is set to something we cannot honour."""
+    value = data.get(field)
+    if value is not None and not any(value == a and type(value) is type(a) for a in allowed):
+        raise _invalid(f"'{field}' is not supported by this server.", field, "unsupported_parameter")
+
+
+def _stream_flags(data: dict[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage) from ``stream`` and ``stream_options``."""
+    stream = data.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _invalid("'stream' must be a boolean", "stream")
+    options = data.get("stream_options")
+    if options is None:
+        return bool(stream), False
+    if not stream:
+        raise _invalid("'stream_options' is only allowed when 'stream' is true", "stream_options")
+    if not isinstance(options, dict):
+        raise _invalid("'stream_options' must be an object", "stream_options")
+    include_usage = options.get("include_usage", False)
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise _invalid("'stream_options.include_usage' must be a boolean", "stream_options.include_usage")
+    return True, bool(include_usage)
+
+
+def _params(data: dict[str, Any], entry: CatalogEntry, default_max_tokens: int,
+            token_fields: tuple[str, ...]) -> SamplingParams:
+    """Sampling settings at OpenAI's defaults; ``token_fields`` are the accepted names of the output budget."""
+    n = data.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
+        raise _invalid("Only 'n' = 1 is supported", "n", "unsupported_value")
+    present = [f for f in token_fields if data.get(f) is not None]
+    if len(present) > 1:
+        raise _invalid(f"Set only one of {' and '.join(repr(f) for f in present)}", present[-1])
+    return sampling_params(data, entry.max_output_tokens, default_max_tokens=default_max_tokens,
+                           max_tokens_field=present[0] if present else token_fields[0],
+                           default_temperature=OPENAI_DEFAULT_TEMPERATURE)
+
+
+def _text_content(value: Any, field: str) -> Any:
+    """A message's content: a string, or a list of ``{"type": "text", "text"}`` parts joined."""
+    if not isinstance(value, list):
+        return value
+    texts = []
+    for i, part in enumerate(value):
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise _invalid(f"'{field}[{i}]' must be a text part ({{\"type\": \"text\", \"text\": ...}}); "
+                           "other content types are not supported", field, "unsupported_value")
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def parse_chat_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequest:
+    """Validate a ``/v1/chat/completions`` body against ``entry``'s limits; raises ApiError/OpenAIError (400).
+
+    Without a budget the answer may use the model's whole ``max_output_tokens`` (as OpenAI does).
+    ``developer`` messages count as ``system``; text content parts are joined.
+    """
+    for field in ("tools", "functions"):
+        _reject_unless(data, field, ([],))
+    _reject_unless(data, "logprobs", (False,))
+    _reject_unless(data, "top_logprobs", (0,))
+    _reject_unless(data, "logit_bias", ({},))
+    response_format = data.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise _invalid("Only the 'text' response_format is supported", "response_format", "unsupported_value")
+    raw_messages = data.get("messages")
+    if isinstance(raw_messages, list):
+        raw_messages = [
+            {**m, "role": "system" if m.get("role") == "developer" else m.get("role"),
+             "content": _text_content(m.get("content"), f"messages[{i}].content")} if isinstance(m, dict) else m
+            for i, m in enumerate(raw_messages)
+        ]
+    messages = parse_messages(raw_messages)
+    stream, include_usage = _stream_flags(data)
+    params = _params(data, entry, entry.max_output_tokens, ("max_completion_tokens", "max_tokens"))
+    return CompletionRequest(None, messages, stream, include_usage, params)
+
+
+def parse_text_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequest:
+    """Validate a ``/v1/completions`` body; ``prompt`` is one non-empty string (or a list of one)."""
+    _reject_unless(data, "echo", (False,))
+    _reject_unless(data, "suffix", ("",))
+    _reject_unless(data, "best_of", (1,))
+    _reject_unless(data, "logprobs", (0,))
+    _reject_unless(data, "logit_bias", ({},))
+    prompt = data.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise _invalid("'prompt' must be a non-empty string (or a list of exactly one)", "prompt")
+    stream, include_usage = _stream_flags(data)
+    params = _params(data, entry, COMPLETIONS_DEFAULT_MAX_TOKENS, ("max_tokens",))
+    return CompletionRequest(prompt, None, stream, include_usage, params)
+
+
+# response shapes ---------------------------------------------------------------------
+class _Shape:
+    """What differs between the chat and the text endpoint: names, parsing, the choice objects."""
+
+    object: str
+    chunk_object: str
+    id_prefix: str
+    prompt_param: str
+    has_opening_chunk: bool
+
+    @staticmethod
+    def parse(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequest:
+        raise NotImplementedError
+
+    @staticmethod
+    def choice(text: str, finish_reason: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def chunk_choice(text: str, finish_reason: str | None, opening: bool = False) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _ChatShape(_Shape):
+    object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+    id_prefix = "chatcmpl-"
+    prompt_param = "messages"
+    has_opening_chunk = True  # the first chunk carries the role, as OpenAI's does
+    parse = staticmethod(parse_chat_body)
+
+    @staticmethod
+    def choice(text: str, finish_reason: str) -> dict[str, Any]:
+        return {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None, "finish_reason": finish_reason}
+
+    @staticmethod
+    def chunk_choice(text: str, finish_reason: str | None, opening: bool = False) -> dict[str, Any]:
+        delta = {"role": "assistant", "content": ""} if opening else {"content": text} if text else {}
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+class _TextShape(_Shape):
+    object = "text_completion"
+    chunk_object = "text_completion"
+    id_prefix = "cmpl-"
+    prompt_param = "prompt"
+    has_opening_chunk = False
+    parse = staticmethod(parse_text_body)
+
+    @staticmethod
+    def choice(text: str, finish_reason: str) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+    @staticmethod
+    def chunk_choice(text: str, finish_reason: str | None, opening: bool = False) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+
+def _finish_reason(finished: Finished | None) -> str | None:
+    """OpenAI's ``stop``/``length``; None when the request did not complete (error, abort)."""
+    reason = finished.finish_reason if finished is not None else None
+    return reason if reason in ("stop", "length") else None
+
+
+# views -------------------------------------------------------------------------------
+async def list_models(request: HttpRequest) -> HttpResponseBase:
+    """``GET /v1/models``: every enabled catalog entry, listed or not currently available."""
+    if request.method != "GET":
+        return _not_allowed("GET")
+    try:
+        principal = await authenticate(request)
+        services.check_rate_limit(principal)
+    except ApiError as exc:
+        return to_openai(exc).response()
+    data = [_model_json(entry) async for entry in CatalogEntry.objects.filter(is_enabled=True).order_by("name")]
+    return JsonResponse({"object": "list", "data": data})
+
+
+async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
+    """``GET /v1/models/<id>`` (the client's ``models.retrieve``)."""
+    if request.method != "GET":
+        return _not_allowed("GET")
+    try:
+        principal = await authenticate(request)
+        services.check_rate_limit(principal)
+        entry = await services.resolve_entry(model)
+    except ApiError as exc:
+        return to_openai(exc).response()
+    return JsonResponse(_model_json(entry))
+
+
+def _model_json(entry: CatalogEntry) -> dict[str, Any]:
+    return {"id": entry.name, "object": "model", "created": int(entry.created_at.timestamp()),
+            "owned_by": _owner(entry.name)}
+
+
+def _owner(name: str) -> str:
+    parts = name.split("/")  # @cf/<publisher>/<model>
+    return parts[1] if len(parts) >= 3 and parts[1] else "system"
+
+
+@csrf_exempt  # session callers are CSRF-checked in auth.SessionAuthentication
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    """``POST /v1/chat/completions``, streamed (``chat.completion.chunk`` events) or not."""
+    return await _serve(request, _ChatShape)
+
+
+@csrf_exempt
+async def completions(request: HttpRequest) -> HttpResponseBase:
+    """``POST /v1/completions``: a raw prompt, no chat template; streamed (``text_completion``) or not."""
+    return await _serve(request, _TextShape)
+
+
+async def _serve(request: HttpRequest, shape: type[_Shape]) -> HttpResponseBase:
+    """Validate, count and check the prompt, submit, then answer; every error before the
+    stream has its OpenAI status, errors after it start come as a ``data: {"error": ...}`` event."""
+    if request.method != "POST":
+        return _not_allowed("POST")
+    created = int(time.time())
+    try:
+        principal = await authenticate(request)
+        services.check_rate_limit(principal)
+        data = read_json_body(request)
+        entry = await services.resolve_entry(_model_name(data))
+        body = shape.parse(data, entry)
+        engine = await services.get_engine(entry)
+        ids = await services.encode(engine, prompt=body.prompt, messages=body.messages, raw=body.prompt is not None)
+        if not ids:
+            raise _invalid(f"'{shape.prompt_param}' encodes to no tokens", shape.prompt_param)
+        services.check_context(len(ids), entry.context_length)
+        stream = engine.submit(ids, body.params, log_tag=principal.label)
+    except (ApiError, InferenceError, OpenAIError) as exc:
+        return to_openai(exc, shape.prompt_param).response()
+
+    head = {"id": f"{shape.id_prefix}{stream.request_id}", "object": shape.object, "created": created,
+            "model": entry.name}
+    if body.stream:
+        return sse_response(_events(stream, principal, entry, shape, {**head, "object": shape.chunk_object},
+                                    body.include_usage))
+    try:
+        text = await stream.text()
+    except GenerationFailed:
+        return OpenAIError(500, "Generation failed", "server_error").response()
+    finally:
+        await _record(stream, principal, entry)
+    finish_reason = _finish_reason(stream.finished)
+    if stream.finished is None or finish_reason is None:
+        return OpenAIError(503, "The request was interrupted; please retry.", "server_error").response()
+    return JsonResponse({**head, "choices": [shape.choice(text, finish_reason)],
+                         "usage": stream.finished.usage.as_dict()}, json_dumps_params={"ensure_ascii": False})
+
+
+async def _events(stream: RequestStream, principal: Principal, entry: CatalogEntry, shape: type[_Shape],
+                  head: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    """Chunks (one per text piece), a closing chunk with ``finish_reason``, the usage chunk when
+    asked for, then ``[DONE]``. Leaving early (client gone) aborts the request."""
+    tail = {"usage": None} if include_usage else {}
+
+    def chunk(text: str, finish_reason: str | None = None, opening: bool = False) -> str:
+        return event({**head, "choices": [shape.chunk_choice(text, finish_reason, opening)], **tail})
+
+    try:
+        if shape.has_opening_chunk:
+            yield chunk("", opening=True)
+        async for piece in stream:
+            yield chunk(piece)
+        finish_reason = _finish_reason(stream.finished)
+        if stream.finished is None or finish_reason is None:
+            raise GenerationFailed(f"finished with {stream.finished.finish_reason if stream.finished else None}")
+        yield chunk("", finish_reason)
+        if include_usage:
+            yield event({**head, "choices": [], "usage": stream.finished.usage.as_dict()})
+        yield DONE
+    except GenerationFailed as exc:
+        logger.warning("stream %s failed: %s", stream.request_id, exc)
+        yield event(OpenAIError(500, "Generation failed", "server_error").as_dict())
+    finally:
+        stream.abort()  # no-op when finished; frees the batch slot when the client left
+        await _record(stream, principal, entry)
+
+
+async def _record(stream: RequestStream, principal: Principal, entry: CatalogEntry) -> None:
+    """Record usage once the request ends; detached, so it also happens after a disconnect."""
+    async def record() -> None:
+        finished = await stream.wait_finished()
+        await services.record_usage(user=principal.user, token=principal.token, model=entry.name,
+                                    endpoint="openai", finished=finished)
+
+    services.run_in_background(record())

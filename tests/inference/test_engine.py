@@ -85,3 +85,19 @@ async def test_a_failing_step_fails_its_requests_not_the_worker(engine, monkeypa
     monkeypatch.undo()
     assert engine.runner.num_active == 0
     assert await engine.submit(ids(engine, "hello"), SamplingParams(max_tokens=5, temperature=0)).text()
+
+
+async def test_a_stop_string_completed_by_the_last_tokens_still_stops(engine) -> None:  # type: ignore[no-untyped-def]
+    prompt = ids(engine, "Say exactly: I like green apples.")
+    full = await engine.submit(prompt, SamplingParams(max_tokens=12, temperature=0)).text()
+    words = full.split()
+    assert len(words) >= 2
+    # a stop string that is the answer's ending: cut even when it completes on the final token
+    tail = full.rstrip()[-3:]
+    stream = engine.submit(prompt, SamplingParams(max_tokens=12, temperature=0, stop=(tail,)))
+    cut = await stream.text()
+    assert cut == full[: full.index(tail)] and stream.finished.finish_reason == "stop"
+    # text that only starts a stop string is released at the end, not lost
+    never = full.rstrip()[-2:] + "\u2603"
+    kept = await engine.submit(prompt, SamplingParams(max_tokens=12, temperature=0, stop=(never,))).text()
+    assert kept == full
