@@ -172,6 +172,7 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.DONE)
     error = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=10, blank=True, help_text="stop, length, abort or error")
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)

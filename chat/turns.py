@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 SAVE_INTERVAL = 0.5  # seconds between saves of a growing answer
 KEEPALIVE = 15.0  # seconds of silence before a follower re-checks the database
+ORPHAN_AFTER = timedelta(minutes=2)  # with several workers: a streaming answer silent this long lost its worker
 _generations: dict[int, Generation] = {}  # message id -> running task in this process
 
 
@@ -60,12 +62,34 @@ def _history(conversation: Conversation) -> list[Message]:
     ]
 
 
+def _is_orphan(message: Message) -> bool:
+    """A streaming answer that no process is generating any more (its server restarted)."""
+    if message.pk in _generations:
+        return False
+    if not getattr(settings, "REDIS_URL", ""):  # one process: it would be in _generations
+        return True
+    return message.updated_at < timezone.now() - ORPHAN_AFTER
+
+
+async def reap_orphans(conversation_id: int) -> None:
+    """Finish answers left ``streaming`` by a process that is gone, keeping their text."""
+    async for m in Message.objects.filter(conversation_id=conversation_id, state=Message.State.STREAMING):
+        if _is_orphan(m):
+            await Message.objects.filter(pk=m.pk, state=Message.State.STREAMING).aupdate(
+                state=Message.State.STOPPED, error="Interrupted: the server stopped while answering",
+                updated_at=timezone.now())
+            await get_channel_layer().group_send(piece_group(m.pk), {"type": "finish"})
+
+
 async def start_turn(conversation: Conversation, entry: CatalogEntry, content: str, params: SamplingParams,
-                     user: Any, token: Any = None) -> Turn:
+                     user: Any, token: Any = None, system_prompt: str | None = None) -> Turn:
     """Run one chat turn; raises ``ApiError`` (409 busy, 413 context, 429 queue, 503…)
-    before anything is saved."""
+    before anything is saved. ``system_prompt``, when given, replaces the conversation's."""
+    await reap_orphans(conversation.pk)
     if await conversation.messages.filter(state=Message.State.STREAMING).aexists():
         raise ApiError(409, 5004, "An answer is still streaming in this conversation; stop it first")
+    if system_prompt is not None:
+        conversation.system_prompt = system_prompt
     engine = await services.get_engine(entry)
     previous = await sync_to_async(_history)(conversation)
     history = [{"role": m.role, "content": m.content} for m in previous] + [{"role": "user", "content": content}]
@@ -89,7 +113,7 @@ async def start_turn(conversation: Conversation, entry: CatalogEntry, content: s
                 conversation=conversation, role=Message.Role.ASSISTANT, state=Message.State.STREAMING,
                 prompt_tokens=len(fitted.token_ids),
             )
-            fields = ["updated_at"]
+            fields = ["updated_at", "system_prompt"]
             if not conversation.title:
                 conversation.title = " ".join(content.split())[:60]
                 fields.append("title")
@@ -167,6 +191,7 @@ class Generation:
             content=self.content,
             state=state,
             error=error,
+            finish_reason=finished.finish_reason,
             completion_tokens=finished.usage.completion_tokens,
             prompt_tokens=finished.usage.prompt_tokens,
             time_to_first_token_ms=int(finished.time_to_first_token * 1000) if finished.time_to_first_token else None,
@@ -184,11 +209,8 @@ async def stop(message: Message) -> None:
     if local is not None:
         local.stop()
         return
-    layer = get_channel_layer()
-    await layer.group_send(control_group(message.pk), {"type": "stop"})
-    if not getattr(settings, "REDIS_URL", ""):  # single process: nobody else can be generating it
-        await Message.objects.filter(pk=message.pk, state=Message.State.STREAMING).aupdate(
-            state=Message.State.STOPPED, updated_at=timezone.now())
+    await get_channel_layer().group_send(control_group(message.pk), {"type": "stop"})
+    await reap_orphans(message.conversation_id)
 
 
 def final_event(message: Message) -> str:
@@ -201,6 +223,7 @@ def final_event(message: Message) -> str:
         "response": "",
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         "state": message.state,
+        "finish_reason": message.finish_reason or None,
         "time_to_first_token_ms": message.time_to_first_token_ms,
         "tokens_per_second": message.tokens_per_second,
     }, event_id=len(message.content)) + DONE
@@ -215,6 +238,9 @@ async def follow(message_id: int, offset: int = 0) -> AsyncIterator[str]:
     await layer.group_add(group, channel)
     try:
         message = await Message.objects.aget(pk=message_id)
+        if message.state == Message.State.STREAMING and _is_orphan(message):
+            await reap_orphans(message.conversation_id)
+            message = await Message.objects.aget(pk=message_id)
         local = _generations.get(message_id)
         content = local.content if local is not None and len(local.content) > len(message.content) else message.content
         sent = min(max(offset, 0), len(content))

@@ -41,6 +41,7 @@ def message_json(m: Message) -> dict[str, Any]:
         "content": m.content,
         "state": m.state,
         "error": m.error,
+        "finish_reason": m.finish_reason or None,
         "prompt_tokens": m.prompt_tokens,
         "completion_tokens": m.completion_tokens,
         "time_to_first_token_ms": m.time_to_first_token_ms,
@@ -147,12 +148,11 @@ async def post_message(request: HttpRequest, conversation_id: int) -> HttpRespon
         data = read_json_body(request)
         content = _text(data, "content", required=True)
         entry = await services.resolve_entry(_text(data, "model") or c.model)
-        if "system_prompt" in data:
-            c.system_prompt = _text(data, "system_prompt", max_length=20_000)
-            await c.asave(update_fields=["system_prompt"])
+        system_prompt = _text(data, "system_prompt", max_length=20_000) if "system_prompt" in data else None
         params = sampling_params(data, entry.max_output_tokens,
                                  default_max_tokens=settings.CHAT_DEFAULT_MAX_TOKENS)
-        turn = await turns.start_turn(c, entry, content, params, principal.user, principal.token)
+        turn = await turns.start_turn(c, entry, content, params, principal.user, principal.token,
+                                      system_prompt=system_prompt)
     except ApiError as exc:
         return exc.response()
     except InferenceError as exc:

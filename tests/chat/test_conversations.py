@@ -193,3 +193,24 @@ async def test_a_long_conversation_sends_only_what_fits_and_marks_the_rest(clien
     prompt = loaded.tokenizer.decode(fitted.token_ids)
     assert "pirate named Zed" in prompt and "What is your name?" in prompt and "Question 0" not in prompt
     assert fitted.first_included == first_in
+
+
+async def test_an_answer_orphaned_by_a_restart_is_finished_not_left_streaming(client) -> None:  # type: ignore[no-untyped-def]
+    cid = await new_conversation(client)
+    conversation = await Conversation.objects.aget(pk=cid)
+    await Message.objects.acreate(conversation=conversation, role="user", content="hello")
+    orphan = await Message.objects.acreate(conversation=conversation, role="assistant", content="Hal",
+                                           state=Message.State.STREAMING)  # no process generates it
+    events = await sse_events(await client.get(f"/api/conversations/{cid}/messages/{orphan.pk}/stream"))
+    assert json.loads(events[0][1])["response"] == "Hal"
+    assert json.loads(events[-2][1])["state"] == "stopped" and events[-1][1] == "[DONE]"
+    r = await send(client, cid, "Are you there?", max_tokens=4)
+    assert r.status_code == 201  # the conversation is usable again
+    await wait_state(r.json()["result"]["assistant_message"]["id"])
+
+
+async def test_a_refused_turn_changes_nothing(client) -> None:  # type: ignore[no-untyped-def]
+    cid = await new_conversation(client, system_prompt="Original.")
+    r = await send(client, cid, "word " * 7000, system_prompt="Changed.")
+    assert r.status_code == 413
+    assert (await Conversation.objects.aget(pk=cid)).system_prompt == "Original."
