@@ -24,8 +24,10 @@ async def readyz(request: HttpRequest) -> HttpResponse:
     if name and pool.is_loaded(name):
         return JsonResponse({"status": "ready", "model": name})
     reason = pool.failure(name) if name else "no default model in the catalog"
-    return JsonResponse({"status": "loading" if not reason else "unavailable", "model": name, "reason": reason},
-                        status=503)
+    response = JsonResponse({"status": "loading" if not reason else "unavailable", "model": name, "reason": reason},
+                            status=503)
+    response._has_been_logged = True  # type: ignore[attr-defined]  # polled while loading: not an error
+    return response
 
 
 async def metrics(request: HttpRequest) -> HttpResponse:

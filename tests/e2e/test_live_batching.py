@@ -63,7 +63,7 @@ def test_clients_that_hang_up_free_their_slots(live_server_proc: LiveServer) -> 
     idle, after, g = asyncio.run(main())
     assert g["inference_requests_running"] == 0 and g["inference_requests_waiting"] == 0
     # nothing keeps generating for nobody: a new request starts about as fast as on an idle server
-    assert after < idle * 3 + 0.5, (idle, after)
+    assert after < idle * 4 + 1.0, (idle, after)
     assert "finish_reason=abort" in live_server_proc.log()
 
 
