@@ -202,6 +202,17 @@ async def record_usage(*, user: Any, token: Any, model: str, endpoint: str, fini
     )
 
 
+def record_usage_when_finished(stream: Any, principal: Any, model: str, endpoint: str) -> None:
+    """Record a request's usage once it ends; detached, so it also happens after the
+    client hung up (the abort still reports the tokens generated so far)."""
+    async def record() -> None:
+        finished = await stream.wait_finished()
+        await record_usage(user=principal.user, token=principal.token, model=model, endpoint=endpoint,
+                           finished=finished)
+
+    run_in_background(record())
+
+
 def run_in_background(coro: Any) -> asyncio.Task[Any]:
     """Start ``coro`` detached from the request (keeps a reference until it ends)."""
     task = asyncio.get_running_loop().create_task(coro)

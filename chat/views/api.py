@@ -49,20 +49,9 @@ async def run(request: HttpRequest, model: str, account_id: str | None = None) -
     except GenerationFailed:
         return ApiError(500, INTERNAL, "Generation failed").response()
     finally:
-        await _record(stream, principal, entry)
-    finished = stream.finished
-    assert finished is not None  # set once text() returns
+        services.record_usage_when_finished(stream, principal, entry.name, "native")
+    finished = await stream.wait_finished()  # already set once text() returned
     return success_response({"response": text, "usage": finished.usage.as_dict()})
-
-
-async def _record(stream: RequestStream, principal: Principal, entry: CatalogEntry) -> None:
-    """Record usage once the request ends; detached if the client is already gone."""
-    async def record() -> None:
-        finished = await stream.wait_finished()
-        await services.record_usage(user=principal.user, token=principal.token, model=entry.name,
-                                    endpoint="native", finished=finished)
-
-    services.run_in_background(record())
 
 
 async def _stream_events(stream: RequestStream, principal: Principal, entry: CatalogEntry) -> AsyncIterator[str]:
@@ -78,7 +67,7 @@ async def _stream_events(stream: RequestStream, principal: Principal, entry: Cat
         yield event({"errors": [{"code": INTERNAL, "message": "Generation failed"}]}, name="error")
     finally:
         stream.abort()  # no-op when finished; frees the slot when the client left
-        await _record(stream, principal, entry)
+        services.record_usage_when_finished(stream, principal, entry.name, "native")
 
 
 async def models_search(request: HttpRequest) -> HttpResponseBase:

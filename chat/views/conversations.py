@@ -64,6 +64,15 @@ async def _owned(principal: Principal, conversation_id: int) -> Conversation:
     return c
 
 
+async def _owned_answer(request: HttpRequest, conversation_id: int, message_id: int) -> Message:
+    """The caller's assistant message in the caller's conversation, else 404."""
+    c = await _owned(await authenticate(request), conversation_id)
+    m = await c.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
+    if m is None:
+        raise ApiError(404, 7000, "Message not found")
+    return m
+
+
 def _text(data: dict[str, Any], field: str, *, required: bool = False, max_length: int = 100_000) -> str:
     value = data.get(field)
     if value is None:
@@ -170,11 +179,7 @@ async def message_stream(request: HttpRequest, conversation_id: int, message_id:
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
     try:
-        principal = await authenticate(request)
-        c = await _owned(principal, conversation_id)
-        m = await c.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
-        if m is None:
-            raise ApiError(404, 7000, "Message not found")
+        m = await _owned_answer(request, conversation_id, message_id)
     except ApiError as exc:
         return exc.response()
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
@@ -188,11 +193,7 @@ async def stop_message(request: HttpRequest, conversation_id: int, message_id: i
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     try:
-        principal = await authenticate(request)
-        c = await _owned(principal, conversation_id)
-        m = await c.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
-        if m is None:
-            raise ApiError(404, 7000, "Message not found")
+        m = await _owned_answer(request, conversation_id, message_id)
     except ApiError as exc:
         return exc.response()
     if m.state == Message.State.STREAMING:

@@ -394,7 +394,7 @@ async def _serve(request: HttpRequest, shape: type[_Shape]) -> HttpResponseBase:
     except GenerationFailed:
         return OpenAIError(500, "Generation failed", "server_error").response()
     finally:
-        await _record(stream, principal, entry)
+        services.record_usage_when_finished(stream, principal, entry.name, "openai")
     finish_reason = _finish_reason(stream.finished)
     if stream.finished is None or finish_reason is None:
         return OpenAIError(503, "The request was interrupted; please retry.", "server_error").response()
@@ -428,14 +428,5 @@ async def _events(stream: RequestStream, principal: Principal, entry: CatalogEnt
         yield event(OpenAIError(500, "Generation failed", "server_error").as_dict())
     finally:
         stream.abort()  # no-op when finished; frees the batch slot when the client left
-        await _record(stream, principal, entry)
+        services.record_usage_when_finished(stream, principal, entry.name, "openai")
 
-
-async def _record(stream: RequestStream, principal: Principal, entry: CatalogEntry) -> None:
-    """Record usage once the request ends; detached, so it also happens after a disconnect."""
-    async def record() -> None:
-        finished = await stream.wait_finished()
-        await services.record_usage(user=principal.user, token=principal.token, model=entry.name,
-                                    endpoint="openai", finished=finished)
-
-    services.run_in_background(record())
