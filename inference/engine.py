@@ -306,7 +306,9 @@ class Engine:
         """Retire ``seq`` and tell its stream (caller holds the lock)."""
         state = self._states.pop(seq.request_id, None)
         self.scheduler.finish(seq, status)
-        self.runner.release(seq)
+        broken = self.runner.release(seq)
+        if broken is not None:  # its cache could not be moved: it cannot go on
+            self._finish(broken, RequestStatus.FINISHED_ERROR, error="KV cache move failed")
         if state is None:
             return
         seq.finish_time = now = time.monotonic()

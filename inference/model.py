@@ -211,6 +211,9 @@ class KVCache:
         self.v: list[torch.Tensor] = []
         self._allocate(min(initial_length, self.max_length))
 
+    # The forward runs under inference_mode, so the cache tensors are inference tensors;
+    # every write to them, outside the forward too, must run in inference mode as well.
+    @torch.inference_mode()
     def _allocate(self, length: int) -> None:
         a = self.args
         shape = (self.max_slots, a.num_key_value_heads, length, a.head_dim)
@@ -230,6 +233,7 @@ class KVCache:
             new_length *= 2
         self._allocate(new_length)
 
+    @torch.inference_mode()
     def move_slot(self, src: int, dst: int, length: int) -> None:
         """Copy the first ``length`` positions of slot ``src`` into ``dst``."""
         for t in (*self.k, *self.v):

@@ -5,12 +5,16 @@ into the hole (one copy per departure) so a decode step reads a contiguous view.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .loader import LoadedModel
 from .model import KVCache
 from .scheduler import PrefillChunk
 from .sequence import Sequence
+
+logger = logging.getLogger(__name__)
 
 
 class ModelRunner:
@@ -31,20 +35,30 @@ class ModelRunner:
         self.slots[self.num_active] = seq
         self.num_active += 1
 
-    def release(self, seq: Sequence) -> None:
-        """Free ``seq``'s slot, moving the last active sequence into it."""
+    def release(self, seq: Sequence) -> Sequence | None:
+        """Free ``seq``'s slot, moving the last active sequence into it.
+
+        Never leaks the slot: if copying the moved sequence's cache fails, the slot is
+        still freed and that sequence is returned; the caller must fail it.
+        """
         slot = seq.slot
         if slot is None:
-            return
+            return None
         last = self.num_active - 1
         moved = self.slots[last]
+        broken = None
         if slot != last and moved is not None:
-            self.cache.move_slot(last, slot, moved.num_computed_tokens)
+            try:
+                self.cache.move_slot(last, slot, moved.num_computed_tokens)
+            except Exception:
+                logger.exception("moving cache slot %d to %d failed", last, slot)
+                broken = moved
             moved.slot = slot
             self.slots[slot] = moved
         self.slots[last] = None
         self.num_active -= 1
         seq.slot = None
+        return broken
 
     # forwards ----------------------------------------------------------------
     def _run(self, seqs: list[Sequence], tokens: list[list[int]], starts: list[int]) -> torch.Tensor:

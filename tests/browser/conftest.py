@@ -24,7 +24,9 @@ def chromium_path() -> str:
     return os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+# module scope: the sync API keeps an event loop running in this thread until it closes,
+# which would break asyncio.run() and pytest-asyncio in the tests that come after
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api")
     path = chromium_path()
@@ -78,7 +80,7 @@ def login(page: Any, base_url: str, username: str, password: str) -> None:
     page.wait_for_selector("[data-testid=prompt]")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def sessions(browser: Any, live_server_proc: LiveServer, users: dict[str, str]) -> dict[str, Any]:
     """Signed-in storage states per user, so most tests skip the login form."""
     states = {}

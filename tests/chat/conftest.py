@@ -39,6 +39,16 @@ def client(api_token: str) -> BearerClient:
 
 
 @pytest.fixture(autouse=True)
+async def drain_background() -> Any:
+    """Let detached work (usage records, chat generations) end inside its own test, so it
+    never writes while the next test flushes the database."""
+    yield
+    from chat import services
+
+    await services.drain_background()
+
+
+@pytest.fixture(autouse=True)
 def catalog(request: pytest.FixtureRequest) -> None:
     """Transactional tests flush the tables (migration data included): seed again."""
     if "transactional_db" in request.fixturenames or request.node.get_closest_marker("django_db"):

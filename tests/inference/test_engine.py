@@ -101,3 +101,19 @@ async def test_a_stop_string_completed_by_the_last_tokens_still_stops(engine) ->
     never = full.rstrip()[-2:] + "\u2603"
     kept = await engine.submit(prompt, SamplingParams(max_tokens=12, temperature=0, stop=(never,))).text()
     assert kept == full
+
+
+async def test_requests_that_leave_out_of_order_after_the_cache_grew_keep_their_answers(engine) -> None:  # type: ignore[no-untyped-def]
+    """Slots are compacted when a request leaves; after the cache has grown past its first
+    allocation the moved requests must continue exactly as if alone."""
+    long = SamplingParams(max_tokens=300, temperature=0)
+    prompts = [ids(engine, "Write a long story about a dragon and a knight."),
+               ids(engine, "Write a long essay about the history of Rome.")]
+    alone = [await engine.submit(p, long).text() for p in prompts]
+    streams = [engine.submit(ids(engine, "Say hi."), SamplingParams(max_tokens=2, temperature=0))]
+    streams += [engine.submit(p, long) for p in prompts]
+    streams.append(engine.submit(ids(engine, "Name a color."), SamplingParams(max_tokens=280, temperature=0)))
+    texts = await asyncio.gather(*[s.text() for s in streams])
+    assert list(texts[1:3]) == alone
+    assert all(s.finished.finish_reason in ("stop", "length") for s in streams)
+    assert engine.runner.num_active == 0
