@@ -170,8 +170,7 @@ def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise ValueError(f"checkpoint in {directory} lacks weights: {missing[:3]}")
-    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2, dtype=torch.float32) / args.head_dim))
-    model.inv_freq = inv_freq
+    model.inv_freq = LlamaForCausalLM.rope_frequencies(args)  # built on the meta device above
     model.to(device)
     model.eval()
     quantization = "none"

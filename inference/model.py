@@ -134,10 +134,12 @@ class LlamaForCausalLM(nn.Module):
         self.args = args
         self.model = Backbone(args)
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-        inv_freq = 1.0 / (
-            args.rope_theta ** (torch.arange(0, args.head_dim, 2, dtype=torch.float32) / args.head_dim)
-        )
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", self.rope_frequencies(args), persistent=False)
+
+    @staticmethod
+    def rope_frequencies(args: LlamaArgs) -> torch.Tensor:
+        """RoPE inverse frequencies ``[D/2]`` (not in checkpoints: rebuilt after loading)."""
+        return 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2, dtype=torch.float32) / args.head_dim))
 
     def tie_weights(self) -> None:
         if self.args.tie_word_embeddings:
@@ -157,19 +159,23 @@ class LlamaForCausalLM(nn.Module):
         cache: KVCache,
         logits_index: torch.Tensor,  # [N] index in S whose logits are wanted
         contiguous: bool = False,  # slots form one range: attention reads a view
+        num_keys: int | None = None,  # max(start_pos) + S, when the caller knows it
+        slot0: int | None = None,  # slots[0], when the caller knows it
     ) -> torch.Tensor:
         """Run N rows of the cache; return logits ``[N, V]`` (float32)."""
         n, s = input_ids.shape
         a = self.args
         positions = start_pos[:, None] + torch.arange(s, device=input_ids.device)  # [N, S]
-        num_keys = int(start_pos.max().item()) + s
+        if num_keys is None:
+            num_keys = int(start_pos.max().item()) + s
         cache.ensure_length(num_keys)
         x = self.model.embed_tokens(input_ids)  # [N, S, H]
         cos, sin = self._rope(positions, x.dtype)
         key_idx = torch.arange(num_keys, device=x.device)
         mask = (key_idx[None, None, :] <= positions[:, :, None])[:, None]  # [N, 1, S, T]
         rows = slots[:, None]  # [N, 1]
-        slot0 = int(slots[0].item())
+        if slot0 is None:
+            slot0 = int(slots[0].item())
         for i, module in enumerate(self.model.layers):
             layer = cast(DecoderLayer, module)
             attn = layer.self_attn

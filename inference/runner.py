@@ -66,9 +66,7 @@ class ModelRunner:
         order = sorted(range(len(seqs)), key=lambda i: slots[i])
         sorted_slots = [slots[i] for i in order]
         width = max(len(t) for t in tokens)
-        ids = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, i in enumerate(order):
-            ids[row, : len(tokens[i])] = torch.tensor(tokens[i])
+        ids = torch.tensor([tokens[i] + [0] * (width - len(tokens[i])) for i in order])  # right-padded
         start = torch.tensor([starts[i] for i in order])
         last = torch.tensor([len(tokens[i]) - 1 for i in order])
         contiguous = sorted_slots == list(range(sorted_slots[0], sorted_slots[0] + len(seqs)))
@@ -79,7 +77,12 @@ class ModelRunner:
             self.cache,
             last.to(self.device),
             contiguous=contiguous,
+            # known here as Python ints: no device sync inside the forward
+            num_keys=max(starts) + width,
+            slot0=sorted_slots[0],
         )  # [N, V] in slot order
+        if order == sorted(order):  # the usual case: callers already pass slot order
+            return logits
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return logits[inverse.to(logits.device)]  # back to the caller's order
