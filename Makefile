@@ -34,7 +34,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy inference chat waiproject
+	$(BIN)/mypy inference chat waiproject bench
 
 clean:
 	rm -rf $(VENV) var db.sqlite3

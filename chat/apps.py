@@ -13,4 +13,9 @@ class ChatConfig(AppConfig):
 
         from . import services
 
+        from django.conf import settings
+
+        from inference.pool import pool
+
+        pool.configure(settings.INFERENCE)
         setting_changed.connect(services.on_setting_changed)

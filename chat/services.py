@@ -16,7 +16,6 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from inference.catalog import BUILTIN_CATALOG, DEFAULT_MODEL, ModelSpec, unavailable_reason
-from inference.config import get_settings
 from inference.engine import Engine, Finished
 from inference.errors import ContextWindowExceeded, ModelNotFound, ModelUnavailable
 from inference.pool import pool
@@ -46,7 +45,7 @@ def unavailable(entry: CatalogEntry) -> str | None:
     """Why ``entry`` cannot serve right now, or None. Cheap: never loads anything."""
     if pool.is_loaded(entry.name):
         return None
-    return pool.failure(entry.name) or unavailable_reason(entry.to_spec(), get_settings().allow_downloads)
+    return pool.failure(entry.name) or unavailable_reason(entry.to_spec(), pool.settings.allow_downloads)
 
 
 async def get_engine(entry: CatalogEntry) -> Engine:
@@ -93,8 +92,8 @@ def default_model_name() -> str | None:
 
 def on_setting_changed(setting: str, **kwargs: Any) -> None:
     """Tests that override inference settings get fresh engines."""
-    if setting.startswith("INFERENCE_") or setting == "MODEL_CACHE_DIR":
-        pool.reset()
+    if setting.startswith("INFERENCE") or setting == "MODEL_CACHE_DIR":
+        pool.configure(settings.INFERENCE)
 
 
 # prompts -----------------------------------------------------------------------------

@@ -1,56 +1,65 @@
-"""The one place the inference package reads configuration.
+"""Settings of the inference package: one frozen dataclass, the one place for defaults.
 
-Reads Django settings lazily when Django is configured, else the environment, so the
-package stays importable and testable without Django.
+The package never reads Django settings: the Django side builds an ``InferenceSettings``
+from its environment and hands it to the pool (``pool.configure``). Used on its own, the
+package reads the same variables from the environment (``from_env``).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    max_batch_size: int = 16
-    max_queue: int = 64
-    prefill_chunk_tokens: int = 512
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: by device capability)
+    max_batch_size: int = 16  # sequences in one step
+    max_queue: int = 64  # requests waiting beyond the batch before QueueFull
+    prefill_chunk_tokens: int = 512  # prompt tokens per step when nothing else runs
+    kv_cache_tokens: int = 32768  # KV cache size in token positions, shared by all sequences
+    block_size: int = 16  # token positions per KV block
+    prefix_caching: bool = True
     model_cache_dir: Path = Path.home() / ".cache" / "wai-models"
-    int8_backend: str = "auto"  # auto | bitsandbytes | torch
     allow_downloads: bool = False
     num_threads: int = 0  # 0: leave torch's default
 
+    def __post_init__(self) -> None:
+        checks = {
+            "max_batch_size": self.max_batch_size >= 1,
+            "max_queue": self.max_queue >= 0,
+            "prefill_chunk_tokens": self.prefill_chunk_tokens >= 16,
+            "block_size": self.block_size >= 1,
+            "kv_cache_tokens": self.kv_cache_tokens >= 2 * self.block_size,
+            "num_threads": self.num_threads >= 0,
+            "dtype": self.dtype in ("auto", "float32", "bfloat16", "float16"),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid inference settings: {', '.join(bad)}")
 
-def get_settings() -> InferenceSettings:
-    """Return the current settings; called at engine/pool build time, never cached here."""
-    try:
-        from django.conf import settings as dj
-
-        if dj.configured:
-            return InferenceSettings(
-                device=dj.INFERENCE_DEVICE,
-                max_batch_size=dj.INFERENCE_MAX_BATCH_SIZE,
-                max_queue=dj.INFERENCE_MAX_QUEUE,
-                prefill_chunk_tokens=dj.INFERENCE_PREFILL_CHUNK_TOKENS,
-                model_cache_dir=Path(dj.MODEL_CACHE_DIR),
-                int8_backend=dj.INFERENCE_INT8_BACKEND,
-                allow_downloads=dj.INFERENCE_ALLOW_DOWNLOADS,
-                num_threads=dj.INFERENCE_NUM_THREADS,
-            )
-    except ImportError:  # pragma: no cover - Django absent
-        pass
-    env = os.environ
-    return InferenceSettings(
-        device=env.get("INFERENCE_DEVICE", "auto"),
-        max_batch_size=int(env.get("INFERENCE_MAX_BATCH_SIZE", "16")),
-        max_queue=int(env.get("INFERENCE_MAX_QUEUE", "64")),
-        prefill_chunk_tokens=int(env.get("INFERENCE_PREFILL_CHUNK_TOKENS", "512")),
-        model_cache_dir=Path(env.get("MODEL_CACHE_DIR", str(InferenceSettings.model_cache_dir))),
-        int8_backend=env.get("INFERENCE_INT8_BACKEND", "auto"),
-        allow_downloads=env.get("INFERENCE_ALLOW_DOWNLOADS", "") in ("1", "true", "yes"),
-        num_threads=int(env.get("INFERENCE_NUM_THREADS", "0")),
-    )
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> InferenceSettings:
+        """Read ``INFERENCE_<FIELD>`` (and ``MODEL_CACHE_DIR``) variables; unset ones keep
+        their defaults."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = "MODEL_CACHE_DIR" if f.name == "model_cache_dir" else f"INFERENCE_{f.name.upper()}"
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls, f.name)
+            if isinstance(default, bool):
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, Path):
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]
 
 
 def resolve_device(device: str) -> str:

@@ -1,178 +1,98 @@
 """One engine per model: a scheduler, a runner, and a worker thread that steps them.
 
-Callers on an asyncio loop ``submit()`` a request and iterate the returned
-``RequestStream`` for text pieces. The worker thread (never the event loop) runs
-``step()``: schedule, forward, sample, detokenize, hand pieces to each request's queue
-with ``loop.call_soon_threadsafe``. An exception fails the requests of that step, never
-the loop.
+Callers on an asyncio loop ``submit()`` token ids and iterate the returned
+``RequestStream``. The worker thread (never the event loop) repeats ``step()``:
+
+    schedule -> execute -> sample -> process outputs
+
+An exception in a step fails the requests of that step, never the loop; a request whose
+sampling fails fails alone.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
-
-import torch
 
 from . import metrics
+from .block_manager import BlockManager
 from .catalog import ModelSpec
-from .detokenizer import IncrementalDetokenizer, StopMatcher
-from .errors import GenerationFailed
+from .config import InferenceSettings
+from .errors import ContextWindowExceeded
 from .loader import LoadedModel
+from .output_processor import RequestState
+from .outputs import Finished, RequestStream, Usage
 from .runner import ModelRunner
-from .sampling import make_generator, sample
+from .sampling import sample
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import RequestStatus, SamplingParams, Sequence
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
+class _StepTimer:
+    """Running estimates of what a step costs, to size prompt chunks next to decodes:
+    a chunk should take about as long as the decode step it joins, so the running
+    streams' inter-token latency stays within about twice its idle value."""
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+    def __init__(self) -> None:
+        self.decode_step = 0.02  # seconds for a step of decodes only
+        self.per_prompt_token = 0.002  # seconds per prompt token
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
+    def observe(self, out: SchedulerOutput, seconds: float) -> None:
+        num_prompt = sum(s.num_tokens for s in out.scheduled if s.num_tokens > 1)
+        if num_prompt == 0:
+            self.decode_step = 0.8 * self.decode_step + 0.2 * seconds
+        elif num_prompt >= 16:
+            per_token = max(seconds - self.decode_step * (len(out.scheduled) > 1), 1e-5) / num_prompt
+            self.per_prompt_token = 0.8 * self.per_prompt_token + 0.2 * per_token
 
-
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: str  # stop | length | abort | error
-    usage: Usage
-    time_to_first_token: float | None  # seconds
-    duration: float  # seconds, arrival to finish
-    error: str | None = None
-
-    @property
-    def tokens_per_second(self) -> float:
-        if self.time_to_first_token is None or self.usage.completion_tokens < 2:
-            return 0.0
-        decode_time = self.duration - self.time_to_first_token
-        return (self.usage.completion_tokens - 1) / decode_time if decode_time > 0 else 0.0
-
-
-class RequestStream:
-    """Async iterator of text pieces for one request; ``finished`` is set at the end.
-
-    Leaving the iteration early (``aclose()``, cancellation, ``abort()``) aborts the
-    request so its batch slot is freed at the next step.
-    """
-
-    def __init__(self, engine: Engine, seq: Sequence, loop: asyncio.AbstractEventLoop) -> None:
-        self.engine = engine
-        self.seq = seq
-        self.request_id = seq.request_id
-        self.loop = loop
-        self.queue: asyncio.Queue[list[Any]] = asyncio.Queue()
-        self.finished: Finished | None = None
-        self._buffer: list[str] = []
-
-    @property
-    def num_prompt_tokens(self) -> int:
-        return self.seq.num_prompt_tokens
-
-    def _push(self, events: list[Any]) -> None:  # runs on the loop
-        self.queue.put_nowait(events)
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self
-
-    async def __anext__(self) -> str:
-        while not self._buffer:
-            if self.finished is not None:
-                if self.finished.finish_reason == "error":
-                    raise GenerationFailed(self.finished.error or "generation failed")
-                raise StopAsyncIteration
-            try:
-                events = await self.queue.get()
-            except asyncio.CancelledError:
-                self.abort()
-                raise
-            self._take(events)
-        return self._buffer.pop(0)
-
-    def _take(self, events: list[Any]) -> None:
-        for ev in events:
-            if isinstance(ev, Finished):
-                self.finished = ev
-            elif ev:
-                self._buffer.append(ev)
-
-    async def wait_finished(self) -> Finished:
-        """Wait for the end (after an abort, say) and return how it finished."""
-        while self.finished is None:
-            self._take(await self.queue.get())
-        return self.finished
-
-    async def aclose(self) -> None:
-        self.abort()
-
-    def abort(self) -> None:
-        if self.finished is None:
-            self.engine.abort(self.request_id)
-
-    async def text(self) -> str:
-        """Collect the whole answer (non-streamed use)."""
-        return "".join([piece async for piece in self])
-
-
-class _RequestState:
-    """Worker-side companions of a sequence: generator, detokenizer, stop matcher, sink."""
-
-    def __init__(self, stream: RequestStream, tokenizer: Any, device: str) -> None:
-        seq = stream.seq
-        self.stream = stream
-        self.seed = seq.params.seed if seq.params.seed is not None else random.randrange(2**63)
-        self.generator = None if seq.params.is_greedy else make_generator(self.seed, device)
-        self.detokenizer = IncrementalDetokenizer(tokenizer, seq.prompt_token_ids)
-        self.stops = StopMatcher(seq.params.stop)
-        self.last_token_time: float | None = None
+    def prefill_budget(self) -> int:
+        return max(16, int(self.decode_step / self.per_prompt_token))
 
 
 class Engine:
-    def __init__(self, spec: ModelSpec, loaded: LoadedModel, max_num_seqs: int = 16,
-                 max_queue: int = 64, prefill_chunk_tokens: int = 512) -> None:
+    def __init__(self, spec: ModelSpec, loaded: LoadedModel, settings: InferenceSettings | None = None) -> None:
+        settings = settings or InferenceSettings()
         self.spec = spec
         self.name = spec.name
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
-        self.scheduler = Scheduler(max_num_seqs, max_queue, prefill_chunk_tokens)
-        self.runner = ModelRunner(loaded, max_num_seqs)
+        num_blocks = settings.kv_cache_tokens // settings.block_size + 1  # block 0: padding
+        self.block_manager = BlockManager(num_blocks, settings.block_size, settings.prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, settings.max_batch_size, settings.max_queue,
+                                   settings.prefill_chunk_tokens)
+        self.runner = ModelRunner(loaded.model, num_blocks, settings.block_size, loaded.dtype)
         self.max_model_len = min(
-            loaded.args.max_position_embeddings, spec.context_length + spec.max_output_tokens
+            loaded.args.max_position_embeddings,
+            spec.context_length + spec.max_output_tokens,
+            self.block_manager.capacity_tokens,
         )
-        self._states: dict[str, _RequestState] = {}
+        self._states: dict[str, RequestState] = {}
+        self._timer = _StepTimer()
         self._lock = threading.Lock()  # guards scheduler and _states
         self._wakeup = threading.Condition(self._lock)
         self._aborts: set[str] = set()
         self._stopping = False
+        self._gauges = (
+            metrics.REQUESTS_RUNNING.labels(self.name),
+            metrics.REQUESTS_WAITING.labels(self.name),
+            metrics.KV_CACHE_USAGE.labels(self.name),
+        )
         self._thread = threading.Thread(target=self._loop, name=f"engine-{spec.name}", daemon=True)
         self._thread.start()
-        self._running_gauge = metrics.REQUESTS_RUNNING.labels(self.name)
-        self._waiting_gauge = metrics.REQUESTS_WAITING.labels(self.name)
 
     # public API (event-loop side) ------------------------------------------------
     def submit(self, prompt_token_ids: list[int], params: SamplingParams,
                request_id: str | None = None, log_tag: str = "") -> RequestStream:
-        """Queue a request; returns its stream. Raises ``QueueFull`` before any work."""
+        """Queue a request; returns its stream. Raises ``QueueFull`` (no room) or
+        ``ContextWindowExceeded`` (can never fit in this engine) before any work."""
         if not prompt_token_ids:
             raise ValueError("empty prompt")
-        loop = asyncio.get_running_loop()
+        if len(prompt_token_ids) >= self.max_model_len:
+            raise ContextWindowExceeded(len(prompt_token_ids), self.max_model_len - 1)
         seq = Sequence(
             request_id=request_id or uuid.uuid4().hex[:16],
             prompt_token_ids=list(prompt_token_ids),
@@ -180,12 +100,12 @@ class Engine:
             max_model_len=self.max_model_len,
             log_tag=log_tag,
         )
-        stream = RequestStream(self, seq, loop)
-        state = _RequestState(stream, self.tokenizer, self.loaded.device)
+        stream = RequestStream(seq.request_id, seq.num_prompt_tokens, asyncio.get_running_loop(), self.abort)
+        state = RequestState(seq, stream, self.tokenizer, self.loaded.device)
         with self._wakeup:
             self.scheduler.add(seq)  # may raise QueueFull
             self._states[seq.request_id] = state
-            self._update_gauges()
+            self._set_gauges()
             self._wakeup.notify()
         return stream
 
@@ -203,6 +123,21 @@ class Engine:
     @property
     def num_waiting(self) -> int:
         return self.scheduler.num_waiting
+
+    def update_metrics(self) -> None:
+        """Refresh this engine's gauges (thread-safe; /metrics calls it)."""
+        with self._lock:
+            self._set_gauges()
+
+    def _set_gauges(self) -> None:
+        running, waiting, usage = self._gauges
+        running.set(self.scheduler.num_running)
+        waiting.set(self.scheduler.num_waiting)
+        usage.set(self.block_manager.usage)
+
+    def reset_prefix_cache(self) -> None:
+        with self._lock:
+            self.block_manager.reset_prefix_cache()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Abort everything, stop the worker."""
@@ -227,112 +162,87 @@ class Engine:
                 time.sleep(0.1)
 
     def step(self) -> None:
-        """One iteration: apply aborts, schedule, forward, sample, postprocess."""
+        """One iteration: apply aborts, schedule, execute, sample, process outputs."""
         with self._wakeup:
             for request_id in self._aborts:
                 state = self._states.get(request_id)
                 if state is not None:
-                    self._finish(state.stream.seq, RequestStatus.FINISHED_ABORTED)
+                    self._finish(state, RequestStatus.FINISHED_ABORTED)
             self._aborts.clear()
-            out = self.scheduler.schedule()
-            self._update_gauges()
+            hits_before = self.block_manager.stats.hit_tokens
+            out = self.scheduler.schedule(self._timer.prefill_budget())
+            hits = self.block_manager.stats.hit_tokens - hits_before
+            self._set_gauges()
+        if hits:
+            metrics.PREFIX_CACHE_HIT_TOKENS.labels(self.name).inc(hits)
         if out.is_empty:
             return
+        started = time.perf_counter()
         try:
-            self._execute(out)
+            rows, logits = self.runner.execute(out)
+            seqs = [r.seq for r in rows]
+            states = [self._states[s.request_id] for s in seqs]
+            tokens = sample(logits, seqs, [st.generator for st in states]) if rows else []
         except Exception as exc:
-            logger.exception("engine %s: step failed; failing its %d requests", self.name,
-                             len(out.prefills) + len(out.decodes))
+            logger.exception("engine %s: step failed; failing its %d requests", self.name, len(out.scheduled))
             with self._wakeup:
-                for seq in [c.seq for c in out.prefills] + out.decodes:
-                    self._finish(seq, RequestStatus.FINISHED_ERROR, error=f"{type(exc).__name__}: {exc}")
-
-    def _execute(self, out: SchedulerOutput) -> None:
-        rows: list[Sequence] = []
-        logits_parts: list[torch.Tensor] = []
-        if out.prefills:
-            logits = self.runner.prefill(out.prefills)
-            done = [i for i, c in enumerate(out.prefills) if c.is_last]
-            if done:
-                rows += [out.prefills[i].seq for i in done]
-                logits_parts.append(logits[done])
-        if out.decodes:
-            logits_parts.append(self.runner.decode(out.decodes))
-            rows += out.decodes
-        if not rows:
+                for s in out.scheduled:
+                    state = self._states.get(s.seq.request_id)
+                    if state is not None:
+                        self._finish(state, RequestStatus.FINISHED_ERROR, error=type(exc).__name__)
             return
-        logits = torch.cat(logits_parts) if len(logits_parts) > 1 else logits_parts[0]
-        states = [self._states[s.request_id] for s in rows]
-        tokens = sample(logits, rows, [st.generator for st in states])
+        self._timer.observe(out, time.perf_counter() - started)
         now = time.monotonic()
         with self._wakeup:
-            for seq, state, token in zip(rows, states, tokens):
-                if seq.status.is_finished:  # aborted while the step ran
+            self.scheduler.update(out)
+            for state, token in zip(states, tokens):
+                if state.seq.status.is_finished:  # aborted while the step ran: drop its token
                     continue
-                self._append_token(seq, state, token, now)
+                if isinstance(token, Exception):
+                    logger.error("engine %s: sampling failed for %s: %r", self.name, state.seq.request_id, token)
+                    self._finish(state, RequestStatus.FINISHED_ERROR, error="sampling failed")
+                    continue
+                self._process(state, token, now)
 
-    def _append_token(self, seq: Sequence, state: _RequestState, token: int, now: float) -> None:
-        seq.output_token_ids.append(token)
+    def _process(self, state: RequestState, token: int, now: float) -> None:
+        seq = state.seq
         if seq.first_token_time is None:
             seq.first_token_time = now
             metrics.TIME_TO_FIRST_TOKEN.labels(self.name).observe(now - seq.arrival_time)
         elif state.last_token_time is not None:
             metrics.INTER_TOKEN_LATENCY.labels(self.name).observe(now - state.last_token_time)
         state.last_token_time = now
-        if token in self.loaded.eos_token_ids:
-            seq.output_token_ids.pop()  # the end-of-sequence token is not part of the answer
-            self._finish_with_tail(seq, state, RequestStatus.FINISHED_STOPPED)
-            return
-        text, hit_stop = state.stops.feed(state.detokenizer.add(token))
-        self._emit(state, text)
-        if hit_stop:
-            self._finish(seq, RequestStatus.FINISHED_STOPPED)
-        elif len(seq.output_token_ids) >= seq.params.max_tokens or seq.num_tokens >= seq.max_model_len:
-            self._finish_with_tail(seq, state, RequestStatus.FINISHED_LENGTH)
+        if token not in self.loaded.eos_token_ids:
+            seq.append_token(token)
+        text, status = state.process(token, self.loaded.eos_token_ids)
+        if text:
+            state.stream.push([text])
+        if status is not None:
+            self._finish(state, status)
 
-    def _finish_with_tail(self, seq: Sequence, state: _RequestState, status: RequestStatus) -> None:
-        """Emit text still held back (incomplete bytes, a possible stop-string start), then finish."""
-        tail, hit_stop = state.stops.feed(state.detokenizer.flush())
-        self._emit(state, tail if hit_stop else tail + state.stops.flush())
-        self._finish(seq, RequestStatus.FINISHED_STOPPED if hit_stop else status)
-
-    def _emit(self, state: _RequestState, *events: Any) -> None:
-        events_list = [e for e in events if e != ""]
-        if events_list:
-            stream = state.stream
-            stream.loop.call_soon_threadsafe(stream._push, events_list)
-
-    def _finish(self, seq: Sequence, status: RequestStatus, error: str | None = None) -> None:
-        """Retire ``seq`` and tell its stream (caller holds the lock)."""
-        state = self._states.pop(seq.request_id, None)
+    def _finish(self, state: RequestState, status: RequestStatus, error: str | None = None) -> None:
+        """Retire a request, free its blocks, and tell its stream (caller holds the lock)."""
+        seq = state.seq
+        self._states.pop(seq.request_id, None)
         self.scheduler.finish(seq, status)
-        broken = self.runner.release(seq)
-        if broken is not None:  # its cache could not be moved: it cannot go on
-            self._finish(broken, RequestStatus.FINISHED_ERROR, error="KV cache move failed")
-        if state is None:
-            return
-        seq.finish_time = now = time.monotonic()
+        now = time.monotonic()
         ttft = seq.first_token_time - seq.arrival_time if seq.first_token_time else None
         finished = Finished(
             finish_reason=status.value,
-            usage=Usage(seq.num_prompt_tokens, len(seq.output_token_ids)),
+            usage=Usage(seq.num_prompt_tokens, seq.num_output_tokens, min(seq.num_cached_tokens, seq.num_prompt_tokens)),
             time_to_first_token=ttft,
             duration=now - seq.arrival_time,
             error=error,
         )
-        self._emit(state, finished)
+        state.stream.push([finished])
         metrics.REQUESTS.labels(self.name, status.value).inc()
         metrics.PROMPT_TOKENS.labels(self.name).inc(seq.num_prompt_tokens)
-        metrics.GENERATED_TOKENS.labels(self.name).inc(len(seq.output_token_ids))
+        metrics.GENERATED_TOKENS.labels(self.name).inc(seq.num_output_tokens)
         metrics.REQUEST_DURATION.labels(self.name).observe(finished.duration)
         logger.info(
-            "request id=%s model=%s token=%s prompt_tokens=%d completion_tokens=%d ttft_ms=%s "
+            "request id=%s model=%s token=%s prompt_tokens=%d cached_tokens=%d completion_tokens=%d ttft_ms=%s "
             "tokens_per_s=%.1f finish_reason=%s",
-            seq.request_id, self.name, seq.log_tag or "-", seq.num_prompt_tokens,
-            len(seq.output_token_ids), f"{ttft * 1000:.0f}" if ttft is not None else "-",
+            seq.request_id, self.name, seq.log_tag or "-", seq.num_prompt_tokens, seq.num_cached_tokens,
+            seq.num_output_tokens, f"{ttft * 1000:.0f}" if ttft is not None else "-",
             finished.tokens_per_second, status.value,
         )
-
-    def _update_gauges(self) -> None:
-        self._running_gauge.set(self.scheduler.num_running)
-        self._waiting_gauge.set(self.scheduler.num_waiting)

@@ -21,3 +21,7 @@ REQUEST_DURATION = Histogram(
 GENERATED_TOKENS = Counter("inference_generated_tokens", "Completion tokens generated", ["model"])
 PROMPT_TOKENS = Counter("inference_prompt_tokens", "Prompt tokens processed", ["model"])
 REQUESTS = Counter("inference_requests", "Finished requests by outcome", ["model", "outcome"])
+PREFIX_CACHE_HIT_TOKENS = Counter(
+    "inference_prefix_cache_hit_tokens", "Prompt tokens whose keys/values came from the prefix cache", ["model"]
+)
+KV_CACHE_USAGE = Gauge("inference_kv_cache_usage_ratio", "Fraction of KV cache blocks held by requests", ["model"])

@@ -1,18 +1,22 @@
-"""A Llama-family decoder whose KV cache lives in per-slot rows (continuous batching).
+"""A Llama-family decoder over a paged KV cache, written for few small ops per token.
 
-Every forward takes a block of contiguous cache slots ``[slot0, slot0 + N)``, the new
-tokens of each row right-padded to ``S``, and each row's start position. Rows may sit at
-different positions, which is what lets requests join and leave a running batch.
-Weights use Hugging Face Llama names, so a ``state_dict`` from transformers loads as is.
+A step's tokens from every scheduled sequence are flattened into one ``[T, H]`` batch,
+so each weight is read once per step whatever mix of prompt chunks and decodes it holds
+(as in vLLM). Only attention looks at sequences separately: single-token rows are
+batched over the keys they gather from their blocks; prompt chunks attend one by one.
+Weights come with Hugging Face Llama names; Q/K/V and gate/up are fused at load.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from .quant import DenseLinear, HybridLinear, make_linear
+
+Linear = DenseLinear | HybridLinear | Any  # Any: a bitsandbytes module on CUDA
 
 
 @dataclass(frozen=True)
@@ -58,192 +62,185 @@ class LlamaArgs:
             tie_word_embeddings=bool(get("tie_word_embeddings", False)),
         )
 
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(dtype)
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Per token, all layers, keys and values, per byte of the cache dtype."""
+        return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim
 
 
-class Attention(nn.Module):
-    q_proj: nn.Module
-    k_proj: nn.Module
-    v_proj: nn.Module
-    o_proj: nn.Module
+@dataclass
+class PrefillRow:
+    """A chunk of several tokens of one sequence, attending to its own past and itself."""
 
-    def __init__(self, a: LlamaArgs) -> None:
-        super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = (
-            a.num_attention_heads,
-            a.num_key_value_heads,
-            a.head_dim,
-        )
-        self.q_proj = nn.Linear(a.hidden_size, a.num_attention_heads * a.head_dim, bias=False)
-        self.k_proj = nn.Linear(a.hidden_size, a.num_key_value_heads * a.head_dim, bias=False)
-        self.v_proj = nn.Linear(a.hidden_size, a.num_key_value_heads * a.head_dim, bias=False)
-        self.o_proj = nn.Linear(a.num_attention_heads * a.head_dim, a.hidden_size, bias=False)
+    token_start: int  # range in the step's flattened tokens
+    token_end: int
+    context: tuple[int, int] | torch.Tensor  # (first slot, count) when contiguous, else slots [C]
+    num_context: int  # keys it attends to: past plus this chunk
+    mask: torch.Tensor | None  # [L, C] bool when there is a past, else causal
 
 
-class MLP(nn.Module):
-    def __init__(self, a: LlamaArgs) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(a.hidden_size, a.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(a.hidden_size, a.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(a.intermediate_size, a.hidden_size, bias=False)
+@dataclass
+class AttentionBatch:
+    """Where each token of a step writes its key/value and what it reads (built by the runner).
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-class DecoderLayer(nn.Module):
-    def __init__(self, a: LlamaArgs) -> None:
-        super().__init__()
-        self.self_attn = Attention(a)
-        self.mlp = MLP(a)
-        self.input_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_norm_eps)
-
-
-class Backbone(nn.Module):
-    def __init__(self, a: LlamaArgs) -> None:
-        super().__init__()
-        self.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(a) for _ in range(a.num_hidden_layers))
-        self.norm = RMSNorm(a.hidden_size, a.rms_norm_eps)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-class LlamaForCausalLM(nn.Module):
-    """Llama decoder with an external slot-indexed KV cache (see ``KVCache``)."""
-
-    inv_freq: torch.Tensor
-
-    def __init__(self, args: LlamaArgs) -> None:
-        super().__init__()
-        self.args = args
-        self.model = Backbone(args)
-        self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
-        self.register_buffer("inv_freq", self.rope_frequencies(args), persistent=False)
-
-    @staticmethod
-    def rope_frequencies(args: LlamaArgs) -> torch.Tensor:
-        """RoPE inverse frequencies ``[D/2]`` (not in checkpoints: rebuilt after loading)."""
-        return 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2, dtype=torch.float32) / args.head_dim))
-
-    def tie_weights(self) -> None:
-        if self.args.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-
-    def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions.float()[..., None] * self.inv_freq  # [N, S, D/2]
-        emb = torch.cat((freqs, freqs), dim=-1)  # [N, S, D]
-        return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]  # [N, 1, S, D]
-
-    @torch.inference_mode()
-    def forward(
-        self,
-        input_ids: torch.Tensor,  # [N, S] right-padded
-        start_pos: torch.Tensor,  # [N] position of input_ids[:, 0]
-        slots: torch.Tensor,  # [N] cache rows, ascending
-        cache: KVCache,
-        logits_index: torch.Tensor,  # [N] index in S whose logits are wanted
-        contiguous: bool = False,  # slots form one range: attention reads a view
-        num_keys: int | None = None,  # max(start_pos) + S, when the caller knows it
-        slot0: int | None = None,  # slots[0], when the caller knows it
-    ) -> torch.Tensor:
-        """Run N rows of the cache; return logits ``[N, V]`` (float32)."""
-        n, s = input_ids.shape
-        a = self.args
-        positions = start_pos[:, None] + torch.arange(s, device=input_ids.device)  # [N, S]
-        if num_keys is None:
-            num_keys = int(start_pos.max().item()) + s
-        cache.ensure_length(num_keys)
-        x = self.model.embed_tokens(input_ids)  # [N, S, H]
-        cos, sin = self._rope(positions, x.dtype)
-        key_idx = torch.arange(num_keys, device=x.device)
-        mask = (key_idx[None, None, :] <= positions[:, :, None])[:, None]  # [N, 1, S, T]
-        rows = slots[:, None]  # [N, 1]
-        if slot0 is None:
-            slot0 = int(slots[0].item())
-        for i, module in enumerate(self.model.layers):
-            layer = cast(DecoderLayer, module)
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(n, s, a.num_attention_heads, a.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(n, s, a.num_key_value_heads, a.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(n, s, a.num_key_value_heads, a.head_dim)  # [N, S, Hkv, D]
-            q = q * cos + _rotate_half(q) * sin  # [N, Hq, S, D]
-            k = k * cos + _rotate_half(k) * sin  # [N, Hkv, S, D]
-            k_cache, v_cache = cache.k[i], cache.v[i]  # [B, Hkv, T, D]
-            k_cache[rows, :, positions] = k.transpose(1, 2).to(k_cache.dtype)
-            v_cache[rows, :, positions] = v.to(v_cache.dtype)
-            if contiguous:
-                keys = k_cache[slot0 : slot0 + n, :, :num_keys]  # [N, Hkv, T, D] (a view)
-                values = v_cache[slot0 : slot0 + n, :, :num_keys]
-            else:
-                keys = k_cache[:, :, :num_keys].index_select(0, slots)
-                values = v_cache[:, :, :num_keys].index_select(0, slots)
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(n, s, a.num_attention_heads * a.head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        last = x[torch.arange(n, device=x.device), logits_index]  # [N, H]
-        return self.lm_head(self.model.norm(last)).float()  # [N, V]
-
-
-class KVCache:
-    """Per-layer key/value tensors ``[max_slots, Hkv, T, D]``; T grows on demand.
-
-    Slots are rows; the runner keeps active rows contiguous from 0 so attention reads
-    a view, never a gathered copy.
+    The first ``num_decode`` tokens are single-token rows (one per sequence); then come
+    the prompt chunks in ``prefills``.
     """
 
-    def __init__(self, args: LlamaArgs, max_slots: int, dtype: torch.dtype, device: str,
-                 initial_length: int = 256, max_length: int | None = None) -> None:
-        self.args, self.max_slots, self.dtype, self.device = args, max_slots, dtype, device
-        self.max_length = max_length or args.max_position_embeddings
-        self.length = 0
-        self.k: list[torch.Tensor] = []
-        self.v: list[torch.Tensor] = []
-        self._allocate(min(initial_length, self.max_length))
+    slot_mapping: torch.Tensor  # [T] flat cache position written by each token
+    positions: torch.Tensor  # [T]
+    num_decode: int
+    decode_context: tuple[int, int] | None  # one decode row whose keys are contiguous
+    decode_slots: torch.Tensor | None  # [Nd * C] gathered keys of the decode rows, padded
+    decode_num_context: int  # C
+    decode_mask: torch.Tensor | None  # [Nd, 1, 1, C] bool, None when no padding
+    prefills: list[PrefillRow]
+    logits_index: torch.Tensor | None  # [R] tokens whose logits are wanted (None: the last row)
 
-    # The forward runs under inference_mode, so the cache tensors are inference tensors;
-    # every write to them, outside the forward too, must run in inference mode as well.
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor  # RMSNorm weights as cat(w, w): see rms_norm
+    qkv: Linear
+    o: Linear
+    post_norm: torch.Tensor
+    gate_up: Linear
+    down: Linear
+
+
+def rms_norm(x: torch.Tensor, doubled_weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm of ``x`` ``[T, H]`` with weight ``w`` given as ``cat(w, w)``.
+
+    Computed as LayerNorm of ``[x, -x]``: that has zero mean and variance ``mean(x**2)``,
+    so its first half is exactly ``x / rms(x) * w``; torch's CPU LayerNorm kernel is
+    about twice as fast as its RMSNorm kernel on a decode step's rows (measured).
+    """
+    h = x.shape[-1]
+    return F.layer_norm(torch.cat((x, -x), dim=-1), (2 * h,), doubled_weight, None, eps)[..., :h]
+
+
+class LlamaModel:
+    """Weights and the forward. Not an ``nn.Module``: no hooks, no autograd, a handful
+    of plain tensors and callables, so per-op overhead stays small."""
+
+    def __init__(self, args: LlamaArgs, embed: torch.Tensor, layers: list[LayerWeights], norm: torch.Tensor,
+                 head: Linear, dtype: torch.dtype, device: str) -> None:
+        self.args = args
+        self.embed = embed  # [V, H]
+        self.layers = layers
+        self.norm = norm
+        self.head = head
+        self.dtype = dtype
+        self.device = device
+        self.cos, self.sin = self.rope_tables(args, args.max_position_embeddings, dtype, device)
+
+    @staticmethod
+    def rope_tables(args: LlamaArgs, length: int, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos`` and sign-folded ``sin`` ``[length, D]``: ``rope(x) = x*cos + roll(x, D/2)*sin``."""
+        d = args.head_dim
+        inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+        freqs = torch.arange(length, dtype=torch.float64)[:, None] * inv_freq  # [L, D/2]
+        cos = torch.cat((freqs.cos(), freqs.cos()), dim=-1)
+        sin = torch.cat((-freqs.sin(), freqs.sin()), dim=-1)
+        return cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype)
+
+    @classmethod
+    def from_state_dict(cls, args: LlamaArgs, state: dict[str, torch.Tensor], dtype: torch.dtype, device: str,
+                        linear_kind: str = "dense", head_kind: str = "dense") -> LlamaModel:
+        """Build from a Hugging Face Llama ``state_dict`` (float32 or any float dtype)."""
+        def w(name: str) -> torch.Tensor:
+            return state[name].to(device=device, dtype=torch.float32)
+
+        def lin(weight: torch.Tensor, kind: str) -> Linear:
+            return make_linear(weight, kind, dtype)
+
+        layers = []
+        for i in range(args.num_hidden_layers):
+            p = f"model.layers.{i}."
+            qkv = torch.cat([w(p + "self_attn.q_proj.weight"), w(p + "self_attn.k_proj.weight"),
+                             w(p + "self_attn.v_proj.weight")])
+            gate_up = torch.cat([w(p + "mlp.gate_proj.weight"), w(p + "mlp.up_proj.weight")])
+            layers.append(LayerWeights(
+                input_norm=w(p + "input_layernorm.weight").repeat(2).to(dtype),
+                qkv=lin(qkv, linear_kind),
+                o=lin(w(p + "self_attn.o_proj.weight"), linear_kind),
+                post_norm=w(p + "post_attention_layernorm.weight").repeat(2).to(dtype),
+                gate_up=lin(gate_up, linear_kind),
+                down=lin(w(p + "mlp.down_proj.weight"), linear_kind),
+            ))
+        embed = w("model.embed_tokens.weight")
+        head_weight = embed if args.tie_word_embeddings or "lm_head.weight" not in state else w("lm_head.weight")
+        head = lin(head_weight, head_kind)
+        embed_c = embed.to(dtype)
+        if isinstance(head, DenseLinear) and head_weight is embed:
+            head = DenseLinear(embed_c)  # tied: one copy
+        return cls(args, embed_c, layers, w("model.norm.weight").repeat(2).to(dtype), head, dtype, device)
+
+    def linears(self) -> list[Linear]:
+        out: list[Linear] = [self.head]
+        for layer in self.layers:
+            out += [layer.qkv, layer.o, layer.gate_up, layer.down]
+        return out
+
     @torch.inference_mode()
-    def _allocate(self, length: int) -> None:
+    def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, kv: torch.Tensor) -> torch.Tensor:
+        """Compute ``input_ids`` ``[T]``; write their keys/values into ``kv``
+        ``[L, 2, Hkv, num_slots, D]``; return logits ``[R, V]`` (float32) of the tokens
+        in ``batch.logits_index``."""
         a = self.args
-        shape = (self.max_slots, a.num_key_value_heads, length, a.head_dim)
-        new_k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(a.num_hidden_layers)]
-        new_v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(a.num_hidden_layers)]
-        for old, new in ((self.k, new_k), (self.v, new_v)):
-            for o, nw in zip(old, new):
-                nw[:, :, : self.length] = o
-        self.k, self.v, self.length = new_k, new_v, length
-
-    def ensure_length(self, length: int) -> None:
-        """Grow the time dimension (doubling) so positions ``< length`` fit."""
-        if length <= self.length:
-            return
-        new_length = self.length
-        while new_length < length:
-            new_length *= 2
-        self._allocate(new_length)
-
-    @torch.inference_mode()
-    def move_slot(self, src: int, dst: int, length: int) -> None:
-        """Copy the first ``length`` positions of slot ``src`` into ``dst``."""
-        for t in (*self.k, *self.v):
-            t[dst, :, :length] = t[src, :, :length]
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
+        t = input_ids.shape[0]
+        hq, hkv, d = a.num_attention_heads, a.num_key_value_heads, a.head_dim
+        group = hq // hkv
+        eps = a.rms_norm_eps
+        cos = self.cos[batch.positions][:, None]  # [T, 1, D]
+        sin = self.sin[batch.positions][:, None]
+        half = d // 2
+        slots = batch.slot_mapping
+        nd = batch.num_decode
+        x = F.embedding(input_ids, self.embed)  # [T, H]
+        for i, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.input_norm, eps)
+            qkv = layer.qkv(h)  # [T, (Hq + 2 Hkv) D]
+            qk = qkv[:, : (hq + hkv) * d].view(t, hq + hkv, d)
+            qk = torch.addcmul(qk * cos, torch.roll(qk, half, dims=-1), sin)  # RoPE on q and k at once
+            q = qk[:, :hq]  # [T, Hq, D]
+            k = qk[:, hq:]  # [T, Hkv, D]
+            v = qkv[:, (hq + hkv) * d :].view(t, hkv, d)
+            cache_k, cache_v = kv[i, 0], kv[i, 1]  # [Hkv, S, D]
+            cache_k.index_copy_(1, slots, k.transpose(0, 1))
+            cache_v.index_copy_(1, slots, v.transpose(0, 1))
+            outs = []
+            if nd:
+                # the Hq/Hkv query heads sharing a kv head become rows of one query block
+                qd = q[:nd].reshape(nd, hkv, group, d)  # [Nd, Hkv, G, D]
+                if batch.decode_context is not None:
+                    s0, n = batch.decode_context
+                    keys = cache_k[:, s0 : s0 + n].unsqueeze(0)  # [1, Hkv, C, D] (a view)
+                    values = cache_v[:, s0 : s0 + n].unsqueeze(0)
+                else:
+                    c = batch.decode_num_context
+                    keys = cache_k.index_select(1, batch.decode_slots).view(hkv, nd, c, d).transpose(0, 1)
+                    values = cache_v.index_select(1, batch.decode_slots).view(hkv, nd, c, d).transpose(0, 1)
+                o = F.scaled_dot_product_attention(qd, keys, values, attn_mask=batch.decode_mask)
+                outs.append(o.reshape(nd, hq * d))
+            for row in batch.prefills:
+                qp = q[row.token_start : row.token_end].transpose(0, 1).unsqueeze(0)  # [1, Hq, L, D]
+                if isinstance(row.context, tuple):
+                    s0, n = row.context
+                    keys = cache_k[:, s0 : s0 + n].unsqueeze(0)
+                    values = cache_v[:, s0 : s0 + n].unsqueeze(0)
+                else:
+                    keys = cache_k.index_select(1, row.context).unsqueeze(0)  # [1, Hkv, C, D]
+                    values = cache_v.index_select(1, row.context).unsqueeze(0)
+                o = F.scaled_dot_product_attention(
+                    qp, keys, values, attn_mask=row.mask, is_causal=row.mask is None, enable_gqa=True,
+                )  # [1, Hq, L, D]
+                outs.append(o[0].transpose(0, 1).reshape(-1, hq * d))
+            attn = outs[0] if len(outs) == 1 else torch.cat(outs)
+            x = x + layer.o(attn)
+            h = rms_norm(x, layer.post_norm, eps)
+            gu = layer.gate_up(h)
+            inter = gu.shape[-1] // 2
+            x = x + layer.down(F.silu(gu[:, :inter]) * gu[:, inter:])
+        last = x[batch.logits_index] if batch.logits_index is not None else x[-1:]
+        return self.head(rms_norm(last, self.norm, eps)).float()  # [R, V]

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable
 
 from .catalog import ModelSpec, unavailable_reason
-from .config import get_settings
+from .config import InferenceSettings
 from .engine import Engine
 from .errors import ModelUnavailable
 
@@ -26,6 +26,19 @@ class ModelPool:
         self._failures: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._settings: InferenceSettings | None = None
+
+    @property
+    def settings(self) -> InferenceSettings:
+        """What engines are built with: ``configure()``d, else read from the environment."""
+        if self._settings is None:
+            self._settings = InferenceSettings.from_env()
+        return self._settings
+
+    def configure(self, settings: InferenceSettings) -> None:
+        """Use ``settings`` for engines built from now on (running ones are reset)."""
+        self.reset()
+        self._settings = settings
 
     def _lock_for(self, name: str) -> threading.Lock:
         with self._guard:
@@ -37,9 +50,6 @@ class ModelPool:
     def failure(self, name: str) -> str | None:
         """Why the last load of ``name`` failed, if it did."""
         return self._failures.get(name)
-
-    def peek(self, name: str) -> Engine | None:
-        return self._engines.get(name)
 
     def engines(self) -> list[Engine]:
         return list(self._engines.values())
@@ -64,7 +74,7 @@ class ModelPool:
                 del self._engines[spec.name]
             if spec.name in self._failures and self._specs.get(spec.name) == spec:
                 raise ModelUnavailable(spec.name, self._failures[spec.name])
-            settings = get_settings()
+            settings = self.settings
             reason = unavailable_reason(spec, settings.allow_downloads)
             if reason is not None:
                 raise ModelUnavailable(spec.name, reason)
@@ -77,8 +87,7 @@ class ModelPool:
 
                     torch.set_num_threads(settings.num_threads)
                 loaded = load_model(spec, settings)
-                engine = Engine(spec, loaded, settings.max_batch_size, settings.max_queue,
-                                settings.prefill_chunk_tokens)
+                engine = Engine(spec, loaded, settings)
             except Exception as exc:  # noqa: BLE001 - any load failure makes it unavailable
                 logger.exception("loading %s failed", spec.name)
                 self._failures[spec.name] = f"failed to load: {type(exc).__name__}: {exc}"

@@ -1,7 +1,9 @@
-"""Owns the tensors: the model, the slot-indexed KV cache, and the batched forwards.
+"""Owns the tensors: the model and the paged KV cache. Applies what the scheduler decided.
 
-Active sequences occupy cache slots ``0..n-1``; when one leaves, the highest slot moves
-into the hole (one copy per departure) so a decode step reads a contiguous view.
+The cache is one tensor ``[L, 2, Hkv, num_blocks * block_size, D]``, allocated (and
+touched) once when the engine starts, so memory is reserved up front and never grows
+with traffic. The runner turns each scheduled sequence's block table into flat cache
+positions: where its new tokens write, and which keys its rows read.
 """
 from __future__ import annotations
 
@@ -9,102 +11,108 @@ import logging
 
 import torch
 
-from .loader import LoadedModel
-from .model import KVCache
-from .scheduler import PrefillChunk
-from .sequence import Sequence
+from .model import AttentionBatch, LlamaModel, PrefillRow
+from .scheduler import ScheduledSeq, SchedulerOutput
 
 logger = logging.getLogger(__name__)
 
 
 class ModelRunner:
-    def __init__(self, loaded: LoadedModel, max_num_seqs: int) -> None:
-        self.loaded = loaded
-        self.model = loaded.model
-        self.device = loaded.device
-        # a dynamically quantized CPU model still keeps fp32 activations and cache
-        self.cache = KVCache(loaded.args, max_num_seqs, loaded.dtype, loaded.device)
-        self.slots: list[Sequence | None] = [None] * max_num_seqs
-        self.num_active = 0
+    def __init__(self, model: LlamaModel, num_blocks: int, block_size: int, cache_dtype: torch.dtype) -> None:
+        self.model = model
+        self.device = model.device
+        self.block_size = block_size
+        a = model.args
+        shape = (a.num_hidden_layers, 2, a.num_key_value_heads, num_blocks * block_size, a.head_dim)
+        with torch.inference_mode():
+            self.kv = torch.zeros(shape, dtype=cache_dtype, device=self.device)
 
-    # slots -----------------------------------------------------------------
-    def allocate(self, seq: Sequence) -> None:
-        if self.num_active >= len(self.slots):
-            raise RuntimeError("no free cache slot")  # the scheduler never over-admits
-        seq.slot = self.num_active
-        self.slots[self.num_active] = seq
-        self.num_active += 1
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.kv.numel() * self.kv.element_size()
 
-    def release(self, seq: Sequence) -> Sequence | None:
-        """Free ``seq``'s slot, moving the last active sequence into it.
+    def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
+        bs = self.block_size
+        return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
-        Never leaks the slot: if copying the moved sequence's cache fails, the slot is
-        still freed and that sequence is returned; the caller must fail it.
-        """
-        slot = seq.slot
-        if slot is None:
-            return None
-        last = self.num_active - 1
-        moved = self.slots[last]
-        broken = None
-        if slot != last and moved is not None:
-            try:
-                self.cache.move_slot(last, slot, moved.num_computed_tokens)
-            except Exception:
-                logger.exception("moving cache slot %d to %d failed", last, slot)
-                broken = moved
-            moved.slot = slot
-            self.slots[slot] = moved
-        self.slots[last] = None
-        self.num_active -= 1
-        seq.slot = None
-        return broken
+    def _contiguous(self, block_table: list[int], num_tokens: int) -> tuple[int, int] | None:
+        """``(first slot, count)`` when positions ``< num_tokens`` sit in consecutive blocks."""
+        nb = -(-num_tokens // self.block_size)
+        first = block_table[0]
+        if block_table[nb - 1] - first == nb - 1 and block_table[:nb] == list(range(first, first + nb)):
+            return first * self.block_size, num_tokens
+        return None
 
-    # forwards ----------------------------------------------------------------
-    def _run(self, seqs: list[Sequence], tokens: list[list[int]], starts: list[int]) -> torch.Tensor:
-        slots = [int(s.slot) for s in seqs if s.slot is not None]
-        order = sorted(range(len(seqs)), key=lambda i: slots[i])
-        sorted_slots = [slots[i] for i in order]
-        width = max(len(t) for t in tokens)
-        ids = torch.tensor([tokens[i] + [0] * (width - len(tokens[i])) for i in order])  # right-padded
-        start = torch.tensor([starts[i] for i in order])
-        last = torch.tensor([len(tokens[i]) - 1 for i in order])
-        contiguous = sorted_slots == list(range(sorted_slots[0], sorted_slots[0] + len(seqs)))
-        logits = self.model(
-            ids.to(self.device),
-            start.to(self.device),
-            torch.tensor(sorted_slots, device=self.device),
-            self.cache,
-            last.to(self.device),
-            contiguous=contiguous,
-            # known here as Python ints: no device sync inside the forward
-            num_keys=max(starts) + width,
-            slot0=sorted_slots[0],
-        )  # [N, V] in slot order
-        if order == sorted(order):  # the usual case: callers already pass slot order
-            return logits
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        return logits[inverse.to(logits.device)]  # back to the caller's order
+    def _context_slots(self, rows: list[ScheduledSeq], width: int) -> torch.Tensor:
+        """Flat cache positions ``[len(rows) * width]`` of each row's keys, padded with
+        slot 0 (block 0 is never handed out)."""
+        bs = self.block_size
+        nb = -(-width // bs)
+        tables = torch.tensor([(r.seq.block_table + [0] * nb)[:nb] for r in rows], dtype=torch.long)
+        slots = (tables[:, :, None] * bs + torch.arange(bs)).view(len(rows), nb * bs)[:, :width]
+        return slots.reshape(-1).to(self.device)
 
-    def prefill(self, chunks: list[PrefillChunk]) -> torch.Tensor:
-        """Compute the chunks' prompt positions; return logits ``[N, V]`` per chunk
-        (meaningful only where ``chunk.is_last``)."""
-        for c in chunks:
-            if c.seq.slot is None:
-                self.allocate(c.seq)
-        logits = self._run(
-            [c.seq for c in chunks],
-            [c.seq.prompt_token_ids[c.start : c.end] for c in chunks],
-            [c.start for c in chunks],
+    def execute(self, out: SchedulerOutput) -> tuple[list[ScheduledSeq], torch.Tensor]:
+        """Run one step. Returns the rows that reached their last token (in order) and
+        their logits ``[R, V]``."""
+        decodes = [s for s in out.scheduled if s.num_tokens == 1]
+        prefills = [s for s in out.scheduled if s.num_tokens > 1]
+        ordered = decodes + prefills
+        ids: list[int] = []
+        positions: list[int] = []
+        slot_mapping: list[int] = []
+        for s in ordered:
+            ids += s.seq.all_token_ids[s.start : s.end]
+            positions += range(s.start, s.end)
+            slot_mapping += self._slots(s.seq.block_table, s.start, s.end)
+        dev = self.device
+        decode_context = decode_slots = decode_mask = None
+        width = 0
+        if decodes:
+            width = max(s.end for s in decodes)
+            if len(decodes) == 1:
+                decode_context = self._contiguous(decodes[0].seq.block_table, width)
+            if decode_context is None:
+                decode_slots = self._context_slots(decodes, width)
+                lengths = [s.end for s in decodes]
+                if min(lengths) != width:
+                    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]  # [Nd, C]
+                    decode_mask = mask[:, None, None, :].to(dev)
+        rows: list[PrefillRow] = []
+        cursor = len(decodes)
+        for s in prefills:
+            n = s.num_tokens
+            context: tuple[int, int] | torch.Tensor | None = self._contiguous(s.seq.block_table, s.end)
+            if context is None:
+                context = torch.tensor(self._slots(s.seq.block_table, 0, s.end), device=dev)
+            mask = None
+            if s.start:
+                # query i (position start + i) sees keys at positions <= start + i
+                mask = (torch.arange(s.end)[None, :] <= torch.arange(s.start, s.end)[:, None]).to(dev)
+            rows.append(PrefillRow(cursor, cursor + n, context, s.end, mask))
+            cursor += n
+        finishing = [i for i, s in enumerate(ordered) if s.is_last]
+        token_index = []
+        offset = 0
+        for s in ordered:
+            token_index.append(offset + s.num_tokens - 1)
+            offset += s.num_tokens
+        logits_index = None
+        if finishing != [len(ordered) - 1]:
+            logits_index = torch.tensor([token_index[i] for i in finishing], dtype=torch.long, device=dev)
+        batch = AttentionBatch(
+            slot_mapping=torch.tensor(slot_mapping, dtype=torch.long, device=dev),
+            positions=torch.tensor(positions, device=dev),
+            num_decode=len(decodes),
+            decode_context=decode_context,
+            decode_slots=decode_slots,
+            decode_num_context=width,
+            decode_mask=decode_mask,
+            prefills=rows,
+            logits_index=logits_index,
         )
-        for c in chunks:
-            c.seq.num_computed_tokens = c.end
-        return logits
-
-    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        """One token for each sequence (its newest output token in, next logits out)."""
-        logits = self._run(seqs, [[s.output_token_ids[-1]] for s in seqs], [s.num_tokens - 1 for s in seqs])
-        for s in seqs:
-            s.num_computed_tokens = s.num_tokens
-        return logits
+        if not finishing:
+            self.model.forward(torch.tensor(ids, device=dev), batch, self.kv)  # keys/values only
+            return [], torch.empty(0)
+        logits = self.model.forward(torch.tensor(ids, device=dev), batch, self.kv)
+        return [ordered[i] for i in finishing], logits

@@ -17,10 +17,10 @@ def apply_penalties(logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
     frequency and presence penalties over the output. ``logits`` is ``[V]``."""
     p = seq.params
     if p.repetition_penalty != 1.0:
-        seen = torch.tensor(seq.prompt_token_ids + seq.output_token_ids, device=logits.device).unique()
+        seen = torch.tensor(seq.all_token_ids, device=logits.device).unique()
         scores = logits[seen]
         logits[seen] = torch.where(scores > 0, scores / p.repetition_penalty, scores * p.repetition_penalty)
-    if (p.frequency_penalty or p.presence_penalty) and seq.output_token_ids:
+    if (p.frequency_penalty or p.presence_penalty) and seq.num_output_tokens:
         out = torch.tensor(seq.output_token_ids, device=logits.device)
         counts = torch.bincount(out, minlength=logits.shape[-1])[: logits.shape[-1]].to(logits.dtype)
         logits -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
@@ -49,16 +49,26 @@ def sample_row(logits: torch.Tensor, seq: Sequence, generator: torch.Generator |
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def sample(logits: torch.Tensor, seqs: list[Sequence], generators: list[torch.Generator | None]) -> list[int]:
-    """Next token for each row of ``logits`` ``[N, V]``; greedy rows share one argmax."""
+def sample(logits: torch.Tensor, seqs: list[Sequence],
+           generators: list[torch.Generator | None]) -> list[int | Exception]:
+    """Next token for each row of ``logits`` ``[N, V]``; greedy rows share one argmax.
+
+    Rows are independent: a row whose sampling fails gets its exception in place of a
+    token, and every other row still gets its token.
+    """
     simple = [i for i, s in enumerate(seqs) if s.params.is_greedy and not s.params.has_penalties]
-    tokens: list[int] = [0] * len(seqs)
+    tokens: list[int | Exception] = [0] * len(seqs)
     if simple:
-        best = torch.argmax(logits[simple], dim=-1).tolist()
-        for i, t in zip(simple, best):
+        rows = logits if len(simple) == len(seqs) else logits[simple]
+        for i, t in zip(simple, torch.argmax(rows, dim=-1).tolist()):
             tokens[i] = t
+    if len(simple) == len(seqs):
+        return tokens
     simple_set = set(simple)
     for i, seq in enumerate(seqs):
         if i not in simple_set:
-            tokens[i] = sample_row(logits[i], seq, generators[i])
+            try:
+                tokens[i] = sample_row(logits[i], seq, generators[i])
+            except Exception as exc:  # noqa: BLE001 - fails this row only
+                tokens[i] = exc
     return tokens

@@ -1,44 +1,59 @@
-"""Continuous-batching policy: who runs in the next step. Pure Python, no torch.
+"""Continuous batching over paged KV memory: who computes which tokens next. Pure Python.
 
-Each step decodes every running sequence that finished its prefill, and spends up to
-``prefill_chunk_tokens`` on prompts: first the unfinished prefills of running sequences,
-then newly admitted ones (FCFS) while the batch has room. Long prompts are chunked so a
-new arrival never stalls the running streams for more than one chunk.
+There is no separate prefill and decode phase (as in vLLM v1): each running sequence
+has tokens not yet computed (its prompt, a chunk of it, or just its newest token), and a
+step computes some of them for many sequences at once. Sequences that reach their last
+token get logits and a new token. The scheduler owns the ``BlockManager``: it admits a
+waiting request only when its blocks are free, grows block tables as sequences get
+longer, and when memory runs out preempts the newest running sequence (its blocks are
+freed; it is recomputed later, mostly from the prefix cache).
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
 
+from .block_manager import BlockManager
 from .errors import QueueFull
 from .sequence import RequestStatus, Sequence
 
 
 @dataclass(frozen=True)
-class PrefillChunk:
+class ScheduledSeq:
     seq: Sequence
-    start: int  # first prompt position computed in this step
+    start: int  # first position computed in this step
     end: int  # one past the last
 
     @property
+    def num_tokens(self) -> int:
+        return self.end - self.start
+
+    @property
     def is_last(self) -> bool:
-        return self.end == self.seq.num_prompt_tokens
+        """Reaches the sequence's newest token: its logits give the next token."""
+        return self.end == self.seq.num_tokens
 
 
 @dataclass
 class SchedulerOutput:
-    prefills: list[PrefillChunk] = field(default_factory=list)
-    decodes: list[Sequence] = field(default_factory=list)
+    scheduled: list[ScheduledSeq] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
-        return not self.prefills and not self.decodes
+        return not self.scheduled
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.scheduled)
 
 
 class Scheduler:
-    def __init__(self, max_num_seqs: int, max_queue: int, prefill_chunk_tokens: int) -> None:
+    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_queue: int,
+                 prefill_chunk_tokens: int) -> None:
         if max_num_seqs < 1 or max_queue < 0 or prefill_chunk_tokens < 1:
             raise ValueError("max_num_seqs >= 1, max_queue >= 0 and prefill_chunk_tokens >= 1 required")
+        self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_queue = max_queue
         self.prefill_chunk_tokens = prefill_chunk_tokens
@@ -63,27 +78,79 @@ class Scheduler:
         seq.status = RequestStatus.WAITING
         self.waiting.append(seq)
 
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self, prefill_budget: int | None = None) -> SchedulerOutput:
+        """Decide the next step. ``prefill_budget`` caps the prompt tokens computed
+        alongside running decodes (the engine sizes it so their latency holds);
+        without decodes a step may compute ``prefill_chunk_tokens`` of prompt."""
         out = SchedulerOutput()
+        bm = self.block_manager
+        decoding = any(not s.is_prefilling for s in self.running)
         budget = self.prefill_chunk_tokens
-        for seq in self.running:
-            if not seq.is_prefilling:
-                out.decodes.append(seq)
-            elif budget > 0:
-                end = min(seq.num_prompt_tokens, seq.num_computed_tokens + budget)
-                out.prefills.append(PrefillChunk(seq, seq.num_computed_tokens, end))
-                budget -= end - seq.num_computed_tokens
-        while self.waiting and len(self.running) < self.max_num_seqs and budget > 0:
-            seq = self.waiting.popleft()
+        if decoding and prefill_budget is not None:
+            budget = max(1, min(budget, prefill_budget))
+        # running sequences, oldest first; memory is taken from the newest if short
+        i = 0
+        while i < len(self.running):
+            seq = self.running[i]
+            num_new = seq.num_tokens - seq.num_computed_tokens
+            if num_new > 1 or seq.is_prefilling:
+                num_new = min(num_new, budget)
+                if num_new <= 0:
+                    i += 1
+                    continue
+            end = seq.num_computed_tokens + num_new
+            while bm.num_missing_blocks(seq, end) > bm.num_free_blocks:
+                victim = self.running[-1]
+                self._preempt(victim, out)
+                if victim is seq:
+                    break
+            if seq.status is not RequestStatus.RUNNING:  # preempted itself
+                break
+            bm.grow(seq, end)
+            out.scheduled.append(ScheduledSeq(seq, seq.num_computed_tokens, end))
+            if num_new > 1 or seq.is_prefilling:
+                budget -= num_new
+            i += 1
+        # then new arrivals (FCFS) while there is room, budget and memory
+        while self.waiting and len(self.running) < self.max_num_seqs and budget > 0 and not out.preempted:
+            seq = self.waiting[0]
+            hits, _ = bm.num_blocks_to_admit(seq, 0)
+            num_cached = len(hits) * bm.block_size
+            # admit only when the whole remaining prompt fits, so it does not stall half-way
+            _, needed_all = bm.num_blocks_to_admit(seq, seq.num_tokens - num_cached)
+            if needed_all > bm.num_free_blocks:
+                break
+            self.waiting.popleft()
+            bm.admit(seq, hits)
+            num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            end = seq.num_computed_tokens + num_new
+            bm.grow(seq, end)
             seq.status = RequestStatus.RUNNING
             self.running.append(seq)
-            end = min(seq.num_prompt_tokens, budget)
-            out.prefills.append(PrefillChunk(seq, 0, end))
-            budget -= end
+            out.scheduled.append(ScheduledSeq(seq, seq.num_computed_tokens, end))
+            budget -= num_new
         return out
 
+    def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
+        """Free ``seq``'s memory and put it first in line to be recomputed."""
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.num_computed_tokens = 0
+        seq.status = RequestStatus.WAITING
+        seq.num_preemptions += 1
+        self.waiting.appendleft(seq)
+        out.preempted.append(seq)
+
+    def update(self, out: SchedulerOutput) -> None:
+        """After the step ran: advance progress and publish newly full blocks."""
+        for s in out.scheduled:
+            if s.seq.status is RequestStatus.RUNNING:
+                s.seq.num_computed_tokens = s.end
+                self.block_manager.register_computed(s.seq)
+
     def finish(self, seq: Sequence, status: RequestStatus) -> None:
-        """Retire ``seq`` (running or waiting) with a finished status. Idempotent."""
+        """Retire ``seq`` (running or waiting) with a finished status and free its
+        blocks. Idempotent."""
         if not status.is_finished:
             raise ValueError(f"{status} is not a finished status")
         if seq.status.is_finished:
@@ -93,6 +160,7 @@ class Scheduler:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
+        self.block_manager.free(seq)
 
     def abort(self, request_id: str) -> Sequence | None:
         """Finish the request with ``abort`` wherever it is; returns it, or None if unknown."""

@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from inference.config import InferenceSettings
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -172,15 +173,23 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES + 1024
 METRICS_ALLOW_LOCALHOST = env_bool("METRICS_ALLOW_LOCALHOST", True)
 
 # Inference ---------------------------------------------------------------------
-INFERENCE_DEVICE = env_choice("INFERENCE_DEVICE", "auto", ("auto", "cpu", "cuda"), prefix_ok=("cuda:",))
+# Defaults live in one place, ``InferenceSettings``; the chat app hands this to the pool.
+_inference_defaults = InferenceSettings()
 INFERENCE_PRELOAD = env_list("INFERENCE_PRELOAD", "default")
-INFERENCE_MAX_BATCH_SIZE = env_int("INFERENCE_MAX_BATCH_SIZE", 16, minimum=1)
-INFERENCE_MAX_QUEUE = env_int("INFERENCE_MAX_QUEUE", 64, minimum=0)
-INFERENCE_PREFILL_CHUNK_TOKENS = env_int("INFERENCE_PREFILL_CHUNK_TOKENS", 512, minimum=16)
-INFERENCE_INT8_BACKEND = env_choice("INFERENCE_INT8_BACKEND", "auto", ("auto", "torch", "bitsandbytes"))
-INFERENCE_ALLOW_DOWNLOADS = env_bool("INFERENCE_ALLOW_DOWNLOADS", False)
-INFERENCE_NUM_THREADS = env_int("INFERENCE_NUM_THREADS", 0, minimum=0)
 MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(VAR_DIR / "models")))
+INFERENCE = InferenceSettings(
+    device=env_choice("INFERENCE_DEVICE", _inference_defaults.device, ("auto", "cpu", "cuda"), prefix_ok=("cuda:",)),
+    dtype=env_choice("INFERENCE_DTYPE", _inference_defaults.dtype, ("auto", "float32", "bfloat16", "float16")),
+    max_batch_size=env_int("INFERENCE_MAX_BATCH_SIZE", _inference_defaults.max_batch_size, minimum=1),
+    max_queue=env_int("INFERENCE_MAX_QUEUE", _inference_defaults.max_queue, minimum=0),
+    prefill_chunk_tokens=env_int("INFERENCE_PREFILL_CHUNK_TOKENS", _inference_defaults.prefill_chunk_tokens, minimum=16),
+    kv_cache_tokens=env_int("INFERENCE_KV_CACHE_TOKENS", _inference_defaults.kv_cache_tokens, minimum=256),
+    block_size=env_int("INFERENCE_BLOCK_SIZE", _inference_defaults.block_size, minimum=1),
+    prefix_caching=env_bool("INFERENCE_PREFIX_CACHING", _inference_defaults.prefix_caching),
+    model_cache_dir=MODEL_CACHE_DIR,
+    allow_downloads=env_bool("INFERENCE_ALLOW_DOWNLOADS", _inference_defaults.allow_downloads),
+    num_threads=env_int("INFERENCE_NUM_THREADS", _inference_defaults.num_threads, minimum=0),
+)
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 512, minimum=1)
 
 LOGGING = {

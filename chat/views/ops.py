@@ -42,5 +42,5 @@ async def metrics(request: HttpRequest) -> HttpResponse:
         except ApiError as exc:
             return exc.response()
     for engine in pool.engines():
-        engine._update_gauges()
+        engine.update_metrics()
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,58 @@
+"""From sampled tokens to what a caller sees: text pieces, stop checks, the finish.
+
+Runs on the engine's worker thread, after the step: one ``RequestState`` per request
+holds its detokenizer, stop matcher and random generator; ``check_finish`` decides,
+from facts alone, whether a sequence ended.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from .detokenizer import IncrementalDetokenizer, StopMatcher
+from .outputs import RequestStream
+from .sampling import make_generator
+from .sequence import RequestStatus, Sequence
+
+
+def check_finish(seq: Sequence, token: int, eos_token_ids: frozenset[int], hit_stop: bool) -> RequestStatus | None:
+    """The finished status ``seq`` reaches with its newest ``token``, or None."""
+    if token in eos_token_ids or hit_stop:
+        return RequestStatus.FINISHED_STOPPED
+    if seq.num_output_tokens >= seq.params.max_tokens or seq.num_tokens >= seq.max_model_len:
+        return RequestStatus.FINISHED_LENGTH
+    return None
+
+
+class RequestState:
+    """Worker-side companions of a sequence: generator, detokenizer, stop matcher, stream."""
+
+    def __init__(self, seq: Sequence, stream: RequestStream, tokenizer: Any, device: str) -> None:
+        self.seq = seq
+        self.stream = stream
+        self.seed = seq.params.seed if seq.params.seed is not None else random.randrange(2**63)
+        self.generator: torch.Generator | None = None if seq.params.is_greedy else make_generator(self.seed, device)
+        self.detokenizer = IncrementalDetokenizer(tokenizer, seq.prompt_token_ids)
+        self.stops = StopMatcher(seq.params.stop)
+        self.last_token_time: float | None = None
+
+    def process(self, token: int, eos_token_ids: frozenset[int]) -> tuple[str, RequestStatus | None]:
+        """Take the newly sampled ``token`` (already appended to the sequence unless it
+        ends it); return the text it completes and the finish, if any."""
+        if token in eos_token_ids:  # the end-of-sequence token is not part of the answer
+            return self._tail(), RequestStatus.FINISHED_STOPPED
+        text, hit_stop = self.stops.feed(self.detokenizer.add(token))
+        status = check_finish(self.seq, token, eos_token_ids, hit_stop)
+        if status is RequestStatus.FINISHED_LENGTH:
+            tail, hit_stop = self.stops.feed(self.detokenizer.flush())
+            text += tail if hit_stop else tail + self.stops.flush()
+            if hit_stop:
+                status = RequestStatus.FINISHED_STOPPED
+        return text, status
+
+    def _tail(self) -> str:
+        """Text still held back (incomplete bytes, a possible stop-string start)."""
+        tail, hit_stop = self.stops.feed(self.detokenizer.flush())
+        return tail if hit_stop else tail + self.stops.flush()

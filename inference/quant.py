@@ -1,0 +1,176 @@
+"""Linear layers as the device runs them best: dense, or weight-only int8/int4 kernels.
+
+One-stream decode on a CPU is bound by the bytes of weights read per token, so a few rows
+go through torch's weight-only kernels (int8 per output channel, or int4 in groups of 32
+with a scale and a zero: exactly the layout of a GGUF ``Q4_1`` block). Those kernels
+lose to dense bf16 GEMM once there are many rows (prefill, big batches), so a
+``HybridLinear`` keeps both and picks per call by row count; the crossover is measured
+on this machine when the model loads (``calibrate``), never assumed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+INT4_GROUP_SIZE = 32
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16
+    matmuls are emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class DenseLinear:
+    """``x @ W.T`` with a dense weight ``[N, K]`` in the compute dtype."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+        self.out_features, self.in_features = weight.shape
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:  # [M, K] -> [M, N]
+        return F.linear(x, self.weight)
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output channel: ``(q [N, K] int8, scales [N])``."""
+    w = weight.float()
+    scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-10)
+    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scales
+
+
+def quantize_int4(weight: torch.Tensor, group_size: int = INT4_GROUP_SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 in groups along K: ``(q [N, K] in 0..15, scales, mins [N, K/g])``.
+
+    With min/max per group this recovers a GGUF ``Q4_1`` block exactly (its minimum
+    quantizes to 0 and its maximum to 15), so dequantized Q4_1 weights lose nothing more.
+    """
+    n, k = weight.shape
+    w = weight.float().view(n, k // group_size, group_size)
+    lo, hi = w.amin(dim=-1), w.amax(dim=-1)
+    scales = ((hi - lo) / 15).clamp(min=1e-10)
+    q = torch.round((w - lo[..., None]) / scales[..., None]).clamp(0, 15).to(torch.int32)
+    return q.view(n, k), scales, lo
+
+
+class Int8Linear:
+    """Weight-only int8 (``aten._weight_int8pack_mm``); activations in bf16."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
+        q, scales = quantize_int8(weight)
+        self.qweight = q.contiguous()
+        self.scales = scales.to(dtype)
+        self.out_features, self.in_features = weight.shape
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.qweight, self.scales)
+
+
+class Int4Linear:
+    """Weight-only int4 in groups of 32 (``aten._weight_int4pack_mm_for_cpu``)."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
+        n, k = weight.shape
+        q, scales, lo = quantize_int4(weight)
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        # the kernel computes (q - 8) * scale + zero, so zero = min + 8 * scale
+        zeros = lo + 8 * scales
+        self.scales_and_zeros = torch.stack([scales.t(), zeros.t()], dim=-1).to(dtype).contiguous()  # [K/g, N, 2]
+        self.out_features, self.in_features = n, k
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x.contiguous(), self.packed, INT4_GROUP_SIZE, self.scales_and_zeros)
+
+
+class HybridLinear:
+    """A weight-only kernel for calls with at most ``max_kernel_rows`` rows, dense GEMM
+    for more. Both compute the same layer; the dense copy is the quantized weight
+    dequantized, so a sequence's tokens see the same weights whichever path runs."""
+
+    def __init__(self, kernel: Int8Linear | Int4Linear, dense: torch.Tensor, max_kernel_rows: int = 4) -> None:
+        self.kernel = kernel
+        self.dense = dense
+        self.max_kernel_rows = max_kernel_rows
+        self.out_features, self.in_features = dense.shape
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= self.max_kernel_rows:
+            return self.kernel(x)
+        return F.linear(x, self.dense)
+
+
+def dequantized(kind: str, weight: torch.Tensor) -> torch.Tensor:
+    """The weight as the quantized kernel sees it (float32)."""
+    if kind == "int8":
+        q, s = quantize_int8(weight)
+        return q.float() * s[:, None]
+    q, scales, lo = quantize_int4(weight)
+    n, k = weight.shape
+    g = q.view(n, k // INT4_GROUP_SIZE, INT4_GROUP_SIZE).float()
+    return (g * scales[..., None] + lo[..., None]).view(n, k)
+
+
+def make_linear(weight: torch.Tensor, kind: str, dtype: torch.dtype) -> DenseLinear | HybridLinear:
+    """A linear layer for ``weight`` (float32 ``[N, K]``) quantized as ``kind``
+    (``dense``, ``int8`` or ``int4``)."""
+    if kind == "dense":
+        return DenseLinear(weight.to(dtype).contiguous())
+    if kind == "int4" and weight.shape[1] % INT4_GROUP_SIZE:
+        kind = "int8"  # int4 groups need K divisible by 32
+    kernel: Int8Linear | Int4Linear = Int8Linear(weight, dtype) if kind == "int8" else Int4Linear(weight, dtype)
+    return HybridLinear(kernel, dequantized(kind, weight).to(dtype).contiguous())
+
+
+def _time(fn: Callable[[], torch.Tensor], repeats: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def calibrate(linears: list[HybridLinear], dtype: torch.dtype, max_rows: int = 32) -> dict[tuple[int, int], int]:
+    """Measure, for each distinct layer shape, up to how many rows the weight-only kernel
+    beats dense GEMM here, and set ``max_kernel_rows`` accordingly. Returns the choice
+    per ``(out_features, in_features)``."""
+    chosen: dict[tuple[int, int], int] = {}
+    by_shape: dict[tuple[int, int], HybridLinear] = {}
+    for lin in linears:
+        by_shape.setdefault((lin.out_features, lin.in_features), lin)
+    with torch.inference_mode():
+        for shape, lin in by_shape.items():
+            best = 0
+            rows = 1
+            while rows <= max_rows:
+                x = torch.randn(rows, shape[1]).to(dtype)
+                t_kernel = _time(lambda: lin.kernel(x))
+                t_dense = _time(lambda: F.linear(x, lin.dense))
+                if t_kernel >= t_dense:
+                    break
+                best = rows
+                rows *= 2
+            chosen[shape] = best
+    for lin in linears:
+        lin.max_kernel_rows = chosen[(lin.out_features, lin.in_features)]
+    logger.info("weight-only kernels used up to rows: %s", chosen)
+    return chosen
