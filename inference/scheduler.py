@@ -78,6 +78,22 @@ class Scheduler:
         seq.status = RequestStatus.WAITING
         self.waiting.append(seq)
 
+    def _chunk_end(self, seq: Sequence, budget: int) -> int:
+        """Where a prompt chunk of ``seq`` starting at its computed tokens ends.
+
+        A chunk never crosses the start of the block holding the last token: that is
+        where a later identical request's prefix-cache hit ends, so splitting there
+        makes the tokens after it computed the same way, cached or not, and the same
+        request gives the same answer twice.
+        """
+        end = min(seq.num_tokens, seq.num_computed_tokens + budget)
+        if self.block_manager.enable_prefix_caching:
+            bs = self.block_manager.block_size
+            boundary = bs * ((seq.num_tokens - 1) // bs)
+            if seq.num_computed_tokens < boundary < end:
+                end = boundary
+        return end
+
     def schedule(self, prefill_budget: int | None = None) -> SchedulerOutput:
         """Decide the next step. ``prefill_budget`` caps the prompt tokens computed
         alongside running decodes (the engine sizes it so their latency holds);
@@ -94,10 +110,10 @@ class Scheduler:
             seq = self.running[i]
             num_new = seq.num_tokens - seq.num_computed_tokens
             if num_new > 1 or seq.is_prefilling:
-                num_new = min(num_new, budget)
-                if num_new <= 0:
+                if budget <= 0:
                     i += 1
                     continue
+                num_new = self._chunk_end(seq, budget) - seq.num_computed_tokens
             end = seq.num_computed_tokens + num_new
             while bm.num_missing_blocks(seq, end) > bm.num_free_blocks:
                 victim = self.running[-1]
@@ -122,8 +138,8 @@ class Scheduler:
                 break
             self.waiting.popleft()
             bm.admit(seq, hits)
-            num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            end = seq.num_computed_tokens + num_new
+            end = self._chunk_end(seq, budget)
+            num_new = end - seq.num_computed_tokens
             bm.grow(seq, end)
             seq.status = RequestStatus.RUNNING
             self.running.append(seq)
