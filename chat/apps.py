@@ -9,13 +9,12 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.conf import settings
         from django.core.signals import setting_changed
 
+        from inference import pool
+
         from . import services
-
-        from django.conf import settings
-
-        from inference.pool import pool
 
         pool.configure(settings.INFERENCE)
         setting_changed.connect(services.on_setting_changed)

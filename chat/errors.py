@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import JsonResponse
 
-from inference.errors import ContextWindowExceeded, InferenceError, ModelNotFound, ModelUnavailable, QueueFull
+from inference import ContextWindowExceeded, InferenceError, ModelNotFound, ModelUnavailable, QueueFull
 
 AUTHENTICATION = 10000
 INVALID_INPUT = 5004

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from inference.catalog import ModelSpec
+from inference import ModelSpec
 
 TOKEN_PREFIX = "wai_"
 

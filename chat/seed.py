@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference.catalog import BUILTIN_CATALOG, DEFAULT_MODEL
+from inference import BUILTIN_CATALOG, DEFAULT_MODEL
 
 
 def seed_catalog(catalog_entry_model: Any) -> None:

@@ -15,10 +15,18 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 
-from inference.catalog import BUILTIN_CATALOG, DEFAULT_MODEL, ModelSpec, unavailable_reason
-from inference.engine import Engine, Finished
-from inference.errors import ContextWindowExceeded, ModelNotFound, ModelUnavailable
-from inference.pool import pool
+from inference import (
+    BUILTIN_CATALOG,
+    DEFAULT_MODEL,
+    ContextWindowExceeded,
+    Engine,
+    Finished,
+    ModelNotFound,
+    ModelSpec,
+    ModelUnavailable,
+    pool,
+    unavailable_reason,
+)
 
 from .errors import from_inference
 from .models import CatalogEntry, UsageRecord

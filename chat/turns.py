@@ -23,9 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from inference.engine import Finished, RequestStream
-from inference.errors import ContextWindowExceeded, GenerationFailed
-from inference.sequence import SamplingParams
+from inference import ContextWindowExceeded, Finished, GenerationFailed, RequestStream, SamplingParams
 
 from . import services
 from .errors import INTERNAL, ApiError, from_inference, invalid

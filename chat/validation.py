@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
 
-from inference.sequence import SamplingParams
+from inference import SamplingParams
 
 from .errors import TOO_LARGE, ApiError, invalid
 
@@ -53,6 +54,8 @@ def _number(data: dict[str, Any], field: str, default: float, low: float, high: 
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid(f"'{field}' must be a number")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON NaN/Infinity
+        raise invalid(f"'{field}' must be a finite number")
     if value < low or value > high or (low_open and value == low):
         bound = f"greater than {low}" if low_open else f"at least {low}"
         raise invalid(f"'{field}' must be {bound} and at most {high}")

@@ -229,7 +229,8 @@ class Engine:
         ttft = seq.first_token_time - seq.arrival_time if seq.first_token_time else None
         finished = Finished(
             finish_reason=status.value,
-            usage=Usage(seq.num_prompt_tokens, seq.num_output_tokens, min(seq.num_cached_tokens, seq.num_prompt_tokens)),
+            usage=Usage(seq.num_prompt_tokens, seq.num_output_tokens,
+                        min(seq.num_cached_tokens, seq.num_prompt_tokens)),
             time_to_first_token=ttft,
             duration=now - seq.arrival_time,
             error=error,

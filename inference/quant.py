@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +58,8 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scales
 
 
-def quantize_int4(weight: torch.Tensor, group_size: int = INT4_GROUP_SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_int4(weight: torch.Tensor,
+                  group_size: int = INT4_GROUP_SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric int4 in groups along K: ``(q [N, K] in 0..15, scales, mins [N, K/g])``.
 
     With min/max per group this recovers a GGUF ``Q4_1`` block exactly (its minimum
@@ -97,7 +99,8 @@ class Int4Linear:
         self.out_features, self.in_features = n, k
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x.contiguous(), self.packed, INT4_GROUP_SIZE, self.scales_and_zeros)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.contiguous(), self.packed, INT4_GROUP_SIZE, self.scales_and_zeros)
 
 
 class HybridLinear:
@@ -163,8 +166,8 @@ def calibrate(linears: list[HybridLinear], dtype: torch.dtype, max_rows: int = 3
             rows = 1
             while rows <= max_rows:
                 x = torch.randn(rows, shape[1]).to(dtype)
-                t_kernel = _time(lambda: lin.kernel(x))
-                t_dense = _time(lambda: F.linear(x, lin.dense))
+                t_kernel = _time(partial(lin.kernel, x))
+                t_dense = _time(partial(F.linear, x, lin.dense))
                 if t_kernel >= t_dense:
                     break
                 best = rows

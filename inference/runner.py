@@ -76,8 +76,9 @@ class ModelRunner:
                 decode_slots = self._context_slots(decodes, width)
                 lengths = [s.end for s in decodes]
                 if min(lengths) != width:
-                    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]  # [Nd, C]
-                    decode_mask = mask[:, None, None, :].to(dev)
+                    pad = torch.arange(width)[None, :] >= torch.tensor(lengths)[:, None]  # [Nd, C]
+                    bias = torch.zeros(pad.shape).masked_fill_(pad, float("-inf"))
+                    decode_mask = bias[None, :, None, :].to(dev)
         rows: list[PrefillRow] = []
         cursor = len(decodes)
         for s in prefills:

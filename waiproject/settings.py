@@ -9,8 +9,9 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
-from inference.config import InferenceSettings
 from django.core.exceptions import ImproperlyConfigured
+
+from inference import InferenceSettings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
@@ -182,7 +183,8 @@ INFERENCE = InferenceSettings(
     dtype=env_choice("INFERENCE_DTYPE", _inference_defaults.dtype, ("auto", "float32", "bfloat16", "float16")),
     max_batch_size=env_int("INFERENCE_MAX_BATCH_SIZE", _inference_defaults.max_batch_size, minimum=1),
     max_queue=env_int("INFERENCE_MAX_QUEUE", _inference_defaults.max_queue, minimum=0),
-    prefill_chunk_tokens=env_int("INFERENCE_PREFILL_CHUNK_TOKENS", _inference_defaults.prefill_chunk_tokens, minimum=16),
+    prefill_chunk_tokens=env_int("INFERENCE_PREFILL_CHUNK_TOKENS", _inference_defaults.prefill_chunk_tokens,
+                                 minimum=16),
     kv_cache_tokens=env_int("INFERENCE_KV_CACHE_TOKENS", _inference_defaults.kv_cache_tokens, minimum=256),
     block_size=env_int("INFERENCE_BLOCK_SIZE", _inference_defaults.block_size, minimum=1),
     prefix_caching=env_bool("INFERENCE_PREFIX_CACHING", _inference_defaults.prefix_caching),

@@ -8,8 +8,7 @@ from django.http import HttpRequest, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from inference.engine import RequestStream
-from inference.errors import GenerationFailed, InferenceError
+from inference import GenerationFailed, InferenceError, RequestStream
 
 from .. import services
 from ..auth import Principal, authenticate

@@ -13,7 +13,7 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from inference.errors import InferenceError
+from inference import InferenceError
 
 from .. import services, turns
 from ..auth import Principal, authenticate

@@ -18,9 +18,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from inference.engine import Finished, RequestStream
-from inference.errors import ContextWindowExceeded, GenerationFailed, InferenceError
-from inference.sequence import SamplingParams
+from inference import ContextWindowExceeded, Finished, GenerationFailed, InferenceError, RequestStream, SamplingParams
 
 from .. import services
 from ..auth import Principal, authenticate

@@ -5,7 +5,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from inference.pool import pool
+from inference import pool
 
 from .. import services
 from ..auth import BearerTokenAuthentication

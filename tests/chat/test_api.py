@@ -187,3 +187,25 @@ async def test_models_search_lists_the_catalog_with_limits_and_availability(clie
 async def test_health_and_readiness(client) -> None:  # type: ignore[no-untyped-def]
     assert (await client.get("/healthz")).status_code == 200
     assert (await client.get("/readyz")).status_code == 200
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "repetition_penalty", "frequency_penalty"])
+@pytest.mark.parametrize("raw_value", ["NaN", "Infinity", "-Infinity"])
+async def test_non_finite_numbers_are_refused_by_name(client, field: str, raw_value: str) -> None:  # type: ignore[no-untyped-def]
+    r = await post(client, f'{{"prompt": "hi", "{field}": {raw_value}}}')
+    assert error_of(r) == (400, 5004)
+    assert field in r.json()["errors"][0]["message"]
+
+
+async def test_tiny_sampling_values_cannot_break_a_shared_batch(client, loaded) -> None:  # type: ignore[no-untyped-def]
+    """Values that underflow where the maths divides by them are read at their limit."""
+    import asyncio
+
+    greedy = {"prompt": "Name a fruit.", "max_tokens": 8, "temperature": 0}
+    expected = (await post(client, greedy)).json()["result"]["response"]
+    tiny = {"prompt": "Name a fruit.", "max_tokens": 8, "temperature": 1e-300, "top_p": 1e-300,
+            "repetition_penalty": 1e-300}
+    other, odd = await asyncio.gather(post(client, greedy), post(client, tiny))
+    assert odd.status_code == 200 and odd.json()["success"], odd.json()
+    assert other.status_code == 200 and other.json()["result"]["response"].strip()
+    assert expected.strip()

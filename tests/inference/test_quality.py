@@ -139,9 +139,11 @@ def test_greedy_answers_agree_with_float32_on_most_prompts(reference, fast) -> N
     tok = fast.tokenizer
     agree = 0
     for prompt in PROMPTS:
-        ids = list(tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)["input_ids"])
+        messages = [{"role": "user", "content": prompt}]
+        ids = list(tok.apply_chat_template(messages, add_generation_prompt=True)["input_ids"])
         with torch.no_grad():
-            expected = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)[0, len(ids):].tolist()
+            generated = reference.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)
+        expected = generated[0, len(ids):].tolist()
         got = greedy(fast.model, ids, 32, fast.eos_token_ids)
         expected = [t for t in expected if t not in fast.eos_token_ids][: len(got)] if len(got) < 32 else expected
         agree += got == expected[: len(got)]
