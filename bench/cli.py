@@ -23,7 +23,7 @@ from .client import Target, first_model, normalize_base_url
 from .machine import machine_info
 from .report import analyze, render
 from .scenarios import OPTIONAL_SCENARIOS, SCENARIOS, BenchConfig, WarmupFailed, run_target
-from .server import BenchError, started_server, temporary_token
+from .server import BenchError, sigterm_interrupts, started_server, temporary_token
 
 Write = Callable[[str], None]
 
@@ -106,14 +106,18 @@ def validate(options: dict[str, Any]) -> None:
 
 
 def inference_settings() -> Any:
-    """``InferenceSettings`` from the environment, with the Django project's model cache
-    directory (where the server keeps its converted checkpoints) unless the environment sets one."""
+    """The ``InferenceSettings`` our server is built with: the Django project's (``INFERENCE``),
+    else the environment's, with the project's model cache directory (where the server keeps
+    its converted checkpoints) unless the environment sets one."""
     import os
 
     from django.conf import settings as dj
 
-    from inference.config import InferenceSettings
+    from inference import InferenceSettings
 
+    configured = getattr(dj, "INFERENCE", None)
+    if isinstance(configured, InferenceSettings):
+        return configured
     env = dict(os.environ)
     if not env.get("MODEL_CACHE_DIR") and getattr(dj, "MODEL_CACHE_DIR", None):
         env["MODEL_CACHE_DIR"] = str(dj.MODEL_CACHE_DIR)
@@ -122,7 +126,7 @@ def inference_settings() -> Any:
 
 def local_default_model() -> str:
     from chat.models import CatalogEntry
-    from inference.catalog import DEFAULT_MODEL
+    from inference import DEFAULT_MODEL
 
     entry = CatalogEntry.objects.filter(is_default=True, is_enabled=True).first()
     return entry.name if entry else DEFAULT_MODEL
@@ -141,7 +145,7 @@ def remote_default_model(base_url: str, token: str) -> str:
 
 def local_spec(model: str) -> Any:
     from chat.models import CatalogEntry
-    from inference.catalog import BUILTIN_CATALOG
+    from inference import BUILTIN_CATALOG
 
     entry = CatalogEntry.objects.filter(name=model).first()
     return entry.to_spec() if entry else next((s for s in BUILTIN_CATALOG if s.name == model), None)
@@ -167,6 +171,11 @@ def run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
     """The whole run; returns the report (also printed, and written with ``--json``). Raises
     ``BenchError`` when it cannot run, or when ``--check`` fails."""
     validate(options)
+    with sigterm_interrupts():
+        return _run(options, out, err)
+
+
+def _run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     scenarios: list[str] = list(options["scenarios"]) + (["naive"] if options["naive"] else [])
     server_scenarios = [s for s in scenarios if s != "naive"]
@@ -182,14 +191,14 @@ def run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
     if options["peer"] and server_scenarios:  # resolved first: a wrong --peer fails before any work
         base = normalize_base_url(options["peer"])
         try:
-            model = options["peer_model"] or first_model(base, options["peer_token"])
+            peer_model = options["peer_model"] or first_model(base, options["peer_token"])
         except (httpx.HTTPError, ValueError) as exc:
             raise BenchError(f"--peer {base}: cannot list its models ({type(exc).__name__}: {exc}); "
                              "give --peer-model") from None
-        peer = Target("peer", base, model, options["peer_token"], options["peer_pid"])
+        peer = Target("peer", base, peer_model, options["peer_token"], options["peer_pid"])
     out(banner(machine, cfg, scenarios))
     targets: dict[str, dict[str, Any]] = {}
-    model = options["model"]
+    model: str | None = options["model"]
 
     def measure(target: Target, where: str) -> None:
         out(describe(target, where))
@@ -216,7 +225,7 @@ def run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
                 err(f"server ready in {time.monotonic() - started:.1f}s")
                 try:
                     measure(Target("ours", server.url, model, secret, server.pid), "daphne started by bench")
-                except BaseException:
+                except Exception:
                     err(f"server log (tail):\n{server.log_tail()}")
                     raise
     if peer is not None:

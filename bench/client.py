@@ -4,8 +4,10 @@ per-request metrics it records.
 Both this project's server and the peer (llama-server, vLLM, ...) are measured the same way:
 ``POST {base}/v1/chat/completions`` with ``stream: true``, ``stream_options.include_usage``,
 ``temperature: 0`` and ``max_tokens``. The time to first token is the arrival of the first
-chunk with text; the inter-token latencies are the gaps between chunks with text; token
-counts come from the usage chunk (or, when a server sends none, the number of text chunks).
+chunk with text; the inter-token latencies are the gaps between chunks with text, and the
+time per output token spreads the decode time over the tokens (a server may send several tokens
+in one chunk); token counts come from the usage chunk (or, when a server sends none, the number
+of text chunks).
 """
 from __future__ import annotations
 
@@ -126,6 +128,14 @@ class RequestResult:
     @property
     def total(self) -> float:
         return self.finished - self.started
+
+    @property
+    def tpot(self) -> float | None:
+        """Time per output token after the first: from the first text to the last, over the
+        tokens between (servers that send several tokens per chunk have fewer, longer gaps)."""
+        if len(self.piece_times) < 2 or self.completion_tokens < 2:
+            return None
+        return (self.piece_times[-1] - self.piece_times[0]) / (self.completion_tokens - 1)
 
     @property
     def gaps(self) -> list[float]:

@@ -45,23 +45,24 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     for level in results.get("streams") or []:
         n = level["concurrency"]
         out += [
-            Figure(f"streams x{n}: aggregate tok/s", level["aggregate_tokens_per_s"], "tok/s", "higher"),
+            Figure(f"streams x{n}: aggregate", level["aggregate_tokens_per_s"], "tok/s", "higher"),
             Figure(f"streams x{n}: TTFT p50", level["ttft_p50_ms"], "ms", "lower"),
             Figure(f"streams x{n}: TTFT p95", level["ttft_p95_ms"], "ms", "lower"),
             Figure(f"streams x{n}: ITL p50", level["itl_p50_ms"], "ms", "lower"),
             Figure(f"streams x{n}: ITL p95", level["itl_p95_ms"], "ms", "lower"),
+            Figure(f"streams x{n}: time per output token", level.get("tpot_ms"), "ms", "lower"),
         ]
     if lp := results.get("long-prompt"):
         out += [
             Figure("long prompt: prompt tokens", lp["prompt_tokens"] or None, "tokens", ""),
-            Figure("long prompt: prompt tok/s", lp["prompt_tokens_per_s"], "tok/s", "higher"),
+            Figure("long prompt: prompt processing", lp["prompt_tokens_per_s"], "tok/s", "higher"),
             Figure("long prompt: TTFT", lp["ttft_ms"], "ms", "lower"),
         ]
     if it := results.get("interference"):
         s = it["streams"]
         out += [
             Figure("interference: long prompt tokens", it["long_prompt_tokens"] or None, "tokens", ""),
-            Figure("interference: long prompt tok/s", it["long_prompt_tokens_per_s"], "tok/s", "higher"),
+            Figure("interference: long prompt processing", it["long_prompt_tokens_per_s"], "tok/s", "higher"),
             Figure(f"interference: {s} streams' ITL p95 idle", it["itl_p95_idle_ms"], "ms", "lower"),
             Figure(f"interference: {s} streams' ITL p95 during", it["itl_p95_during_ms"], "ms", "lower"),
             Figure(f"interference: {s} streams' ITL max during", it["itl_max_during_ms"], "ms", "lower"),
@@ -75,7 +76,7 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             out.append(Figure(f"multi-turn: turn {len(ttfts)} / turn 1", mt["last_vs_first"], "x", "lower"))
     if rss := results.get("rss"):
         out += [
-            Figure("rss: before a long request", rss["rss_before_mb"], "MB", "lower"),
+            Figure("rss: before one long request", rss["rss_before_mb"], "MB", "lower"),
             Figure("rss: after it", rss["rss_after_mb"], "MB", "lower"),
             Figure("rss: growth", rss["delta_mb"], "MB", "lower"),
         ]
@@ -163,15 +164,16 @@ def _disturbed(report: dict[str, Any]) -> list[str]:
 
 
 def streams_table(levels: list[dict[str, Any]]) -> list[str]:
-    header = (f"{'system':<8}{'conc':>6}{'reqs':>6}{'errors':>8}{'tokens':>8}{'wall s':>9}"
-              f"{'TTFT p50':>10}{'TTFT p95':>10}{'ITL p50':>9}{'ITL p95':>9}{'agg tok/s':>11}{'other CPU':>11}")
-    lines = [header + "   (latencies in ms; other CPU: cores used by other processes meanwhile)", "-" * len(header)]
+    header = (f"{'system':<8}{'conc':>6}{'reqs':>6}{'errors':>8}{'tokens':>8}{'wall s':>9}{'TTFT p50':>10}"
+              f"{'TTFT p95':>10}{'ITL p50':>9}{'ITL p95':>9}{'TPOT':>7}{'agg tok/s':>11}{'other CPU':>11}")
+    lines = [header + "   (ms; TPOT: time per output token; other CPU: cores used by other processes meanwhile)",
+             "-" * len(header)]
     for r in levels:
         cpu = "-" if r["other_cpu_cores"] is None else f"{r['other_cpu_cores']:.2f}"
         lines.append(
             f"{r['system']:<8}{r['concurrency']:>6}{r['requests']:>6}{r['errors']:>8}{r['completion_tokens']:>8}"
             f"{r['wall_s']:>9.1f}{fmt(r['ttft_p50_ms'], 'ms'):>10}{fmt(r['ttft_p95_ms'], 'ms'):>10}"
-            f"{fmt(r['itl_p50_ms'], 'ms'):>9}{fmt(r['itl_p95_ms'], 'ms'):>9}"
+            f"{fmt(r['itl_p50_ms'], 'ms'):>9}{fmt(r['itl_p95_ms'], 'ms'):>9}{fmt(r.get('tpot_ms'), 'ms'):>7}"
             f"{r['aggregate_tokens_per_s']:>11.1f}{cpu:>11}"
         )
     for r in levels:
@@ -219,7 +221,8 @@ def render(report: dict[str, Any]) -> list[str]:
     for name, t in targets.items():
         lines += _other_errors(name, t["results"])
         if "rss" in t["results"] and t["results"]["rss"] is None:
-            lines.append(f"  {name} rss: skipped, its process is not known (--server-pid / --peer-pid)")
+            flag = "--peer-pid" if name == "peer" else "--server-pid"
+            lines.append(f"  {name} rss: skipped, its process is not known ({flag})")
     if (report.get("naive") or {}).get("note"):
         lines.append(report["naive"]["note"])
     if disturbed := _disturbed(report):

@@ -74,6 +74,7 @@ class LevelResult:
     ttft_p95_ms: float | None
     itl_p50_ms: float | None
     itl_p95_ms: float | None
+    tpot_ms: float | None  # mean time per output token after the first
     aggregate_tokens_per_s: float
     error_samples: list[str] = field(default_factory=list)
     # cores' worth of CPU used by processes other than the system under test and this command
@@ -88,12 +89,14 @@ class LevelResult:
         wall = sum(max(r.finished for r in rnd) - min(r.started for r in rnd) for rnd in rounds if rnd)
         ttfts = [t * 1000 for r in ok if (t := r.ttft) is not None]
         gaps = [g * 1000 for r in ok for g in r.gaps]
+        tpots = [t * 1000 for r in ok if (t := r.tpot) is not None]
         tokens = sum(r.completion_tokens for r in ok)
         return cls(
             system=system, concurrency=concurrency, requests=len(results), errors=len(results) - len(ok),
             prompt_tokens=sum(r.prompt_tokens for r in ok), completion_tokens=tokens, wall_s=wall,
             ttft_p50_ms=percentile(ttfts, 50), ttft_p95_ms=percentile(ttfts, 95),
             itl_p50_ms=percentile(gaps, 50), itl_p95_ms=percentile(gaps, 95),
+            tpot_ms=sum(tpots) / len(tpots) if tpots else None,
             aggregate_tokens_per_s=tokens / wall if wall > 0 else 0.0, error_samples=_errors(results),
         )
 

@@ -3,9 +3,11 @@ environment and database, and a temporary API token that is deleted afterwards."
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,3 +110,21 @@ def started_server(log_path: Path, cwd: Path, ready_timeout: float) -> Iterator[
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within it, SIGTERM raises ``KeyboardInterrupt`` (as Ctrl-C does), so a terminated run
+    still stops the server it started and deletes its token."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

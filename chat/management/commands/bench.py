@@ -28,3 +28,6 @@ class Command(BaseCommand):
             run(options, out, self.stderr.write)
         except BenchError as exc:
             raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the server and token were cleaned up
+            self.stderr.write("bench interrupted")
+            raise SystemExit(130) from None
