@@ -24,8 +24,7 @@ class NaiveBaseline:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from inference import resolve_device
-        from inference import checkpoint_dir
+        from inference import checkpoint_dir, resolve_device
 
         hf_logging.disable_progress_bar()
         if settings.num_threads:

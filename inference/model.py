@@ -74,7 +74,7 @@ class PrefillRow:
 
     token_start: int  # range in the step's flattened tokens
     token_end: int
-    context: tuple[int, int] | torch.Tensor  # (first slot, count) when contiguous, else slots [C]
+    context: list[tuple[int, int]]  # its keys as runs of consecutive cache slots (first, count)
     num_context: int  # keys it attends to: past plus this chunk
     mask: torch.Tensor | None  # [L, C] bool when there is a past, else causal
 
@@ -90,7 +90,7 @@ class AttentionBatch:
     slot_mapping: torch.Tensor  # [T] flat cache position written by each token
     positions: torch.Tensor  # [T]
     num_decode: int
-    decode_context: tuple[int, int] | None  # one decode row whose keys are contiguous
+    decode_context: list[tuple[int, int]] | None  # the one decode row's keys as runs of slots
     decode_slots: torch.Tensor | None  # [Nd * C] gathered keys of the decode rows, padded
     decode_num_context: int  # C
     decode_mask: torch.Tensor | None  # [1, Nd, 1, C] float32, 0 or -inf (padding), None when none
@@ -117,6 +117,17 @@ def rms_norm(x: torch.Tensor, doubled_weight: torch.Tensor, eps: float) -> torch
     """
     h = x.shape[-1]
     return F.layer_norm(torch.cat((x, -x), dim=-1), (2 * h,), doubled_weight, None, eps)[..., :h]
+
+
+def _read(cache_k: torch.Tensor, cache_v: torch.Tensor,
+          runs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values ``[1, Hkv, C, D]`` of runs of slots: a view for one run."""
+    if len(runs) == 1:
+        s0, n = runs[0]
+        return cache_k[:, s0 : s0 + n].unsqueeze(0), cache_v[:, s0 : s0 + n].unsqueeze(0)
+    keys = torch.cat([cache_k[:, s0 : s0 + n] for s0, n in runs], dim=1)
+    values = torch.cat([cache_v[:, s0 : s0 + n] for s0, n in runs], dim=1)
+    return keys.unsqueeze(0), values.unsqueeze(0)
 
 
 class LlamaModel:
@@ -214,16 +225,14 @@ class LlamaModel:
             if nd:
                 # the Hq/Hkv query heads sharing a kv head become rows of one query block
                 qd = q[:nd].reshape(nd, hkv, group, d)  # [Nd, Hkv, G, D]
-                if batch.decode_context is not None:  # one row, keys in consecutive blocks: views
-                    s0, n = batch.decode_context
-                    keys = cache_k[:, s0 : s0 + n].unsqueeze(0)  # [1, Hkv, C, D]
-                    values = cache_v[:, s0 : s0 + n].unsqueeze(0)
+                if batch.decode_context is not None:  # one row: views of its runs of slots
+                    keys, values = _read(cache_k, cache_v, batch.decode_context)  # [1, Hkv, C, D]
                     o = F.scaled_dot_product_attention(qd, keys, values)  # [1, Hkv, G, D]
                 else:
                     # gathered keys stay heads-major, so plain matmuls read them without
                     # a copy (SDPA on the strided batch view is 3x slower, measured)
                     c = batch.decode_num_context
-                    assert batch.decode_slots is not None  # set by the runner whenever there is no view
+                    assert batch.decode_slots is not None
                     keys = cache_k.index_select(1, batch.decode_slots).view(hkv, nd, c, d)
                     values = cache_v.index_select(1, batch.decode_slots).view(hkv, nd, c, d)
                     scores = torch.matmul(qd.transpose(0, 1), keys.transpose(-1, -2)).float()  # [Hkv, Nd, G, C]
@@ -236,13 +245,7 @@ class LlamaModel:
                 outs.append(o.reshape(nd, hq * d))
             for row in batch.prefills:
                 qp = q[row.token_start : row.token_end].transpose(0, 1).unsqueeze(0)  # [1, Hq, L, D]
-                if isinstance(row.context, tuple):
-                    s0, n = row.context
-                    keys = cache_k[:, s0 : s0 + n].unsqueeze(0)
-                    values = cache_v[:, s0 : s0 + n].unsqueeze(0)
-                else:
-                    keys = cache_k.index_select(1, row.context).unsqueeze(0)  # [1, Hkv, C, D]
-                    values = cache_v.index_select(1, row.context).unsqueeze(0)
+                keys, values = _read(cache_k, cache_v, row.context)  # [1, Hkv, C, D]
                 o = F.scaled_dot_product_attention(
                     qp, keys, values, attn_mask=row.mask, is_causal=row.mask is None, enable_gqa=True,
                 )  # [1, Hq, L, D]

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from .catalog import ModelSpec, unavailable_reason
 from .config import InferenceSettings
 from .engine import Engine
+from .loader import LoadedModel
 from .errors import ModelUnavailable
 
 logger = logging.getLogger(__name__)
@@ -82,12 +83,14 @@ class ModelPool:
             try:
                 from .loader import load_model
 
-                if settings.num_threads:
-                    import torch
+                def load() -> LoadedModel:  # on the engine's own thread
+                    if settings.num_threads:
+                        import torch
 
-                    torch.set_num_threads(settings.num_threads)
-                loaded = load_model(spec, settings)
-                engine = Engine(spec, loaded, settings)
+                        torch.set_num_threads(settings.num_threads)
+                    return load_model(spec, settings)
+
+                engine = Engine(spec, load, settings)
             except Exception as exc:  # noqa: BLE001 - any load failure makes it unavailable
                 logger.exception("loading %s failed", spec.name)
                 self._failures[spec.name] = f"failed to load: {type(exc).__name__}: {exc}"

@@ -35,13 +35,26 @@ class ModelRunner:
         bs = self.block_size
         return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
-    def _contiguous(self, block_table: list[int], num_tokens: int) -> tuple[int, int] | None:
-        """``(first slot, count)`` when positions ``< num_tokens`` sit in consecutive blocks."""
-        nb = -(-num_tokens // self.block_size)
-        first = block_table[0]
-        if block_table[nb - 1] - first == nb - 1 and block_table[:nb] == list(range(first, first + nb)):
-            return first * self.block_size, num_tokens
-        return None
+    def _runs(self, block_table: list[int], num_tokens: int) -> list[tuple[int, int]]:
+        """Positions ``< num_tokens`` as runs of consecutive cache slots ``(first, count)``.
+
+        A sequence usually sits in a few runs (a cached system prompt, then its own
+        blocks), so a row's keys are read as views or one concatenation of views,
+        cheaper than gathering slot by slot."""
+        bs = self.block_size
+        nb = -(-num_tokens // bs)
+        runs: list[tuple[int, int]] = []
+        start = prev = block_table[0]
+        for block in block_table[1:nb]:
+            if block != prev + 1:
+                runs.append((start * bs, (prev - start + 1) * bs))
+                start = block
+            prev = block
+        runs.append((start * bs, (prev - start + 1) * bs))
+        excess = nb * bs - num_tokens  # the last block is partly filled
+        first, count = runs[-1]
+        runs[-1] = (first, count - excess)
+        return runs
 
     def _context_slots(self, rows: list[ScheduledSeq], width: int) -> torch.Tensor:
         """Flat cache positions ``[len(rows) * width]`` of each row's keys, padded with
@@ -71,8 +84,8 @@ class ModelRunner:
         if decodes:
             width = max(s.end for s in decodes)
             if len(decodes) == 1:
-                decode_context = self._contiguous(decodes[0].seq.block_table, width)
-            if decode_context is None:
+                decode_context = self._runs(decodes[0].seq.block_table, width)
+            else:
                 decode_slots = self._context_slots(decodes, width)
                 lengths = [s.end for s in decodes]
                 if min(lengths) != width:
@@ -83,9 +96,7 @@ class ModelRunner:
         cursor = len(decodes)
         for s in prefills:
             n = s.num_tokens
-            context: tuple[int, int] | torch.Tensor | None = self._contiguous(s.seq.block_table, s.end)
-            if context is None:
-                context = torch.tensor(self._slots(s.seq.block_table, 0, s.end), device=dev)
+            context = self._runs(s.seq.block_table, s.end)
             mask = None
             if s.start:
                 # query i (position start + i) sees keys at positions <= start + i
