@@ -17,7 +17,7 @@ class InferenceSettings:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: by device capability)
     max_batch_size: int = 16  # sequences in one step
     max_queue: int = 64  # requests waiting beyond the batch before QueueFull
-    prefill_chunk_tokens: int = 512  # prompt tokens per step when nothing else runs
+    prefill_chunk_tokens: int = 2048  # prompt tokens per step when nothing decodes (less beside decodes)
     kv_cache_tokens: int = 32768  # KV cache size in token positions, shared by all sequences
     block_size: int = 16  # token positions per KV block
     prefix_caching: bool = True

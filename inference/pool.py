@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from .catalog import ModelSpec, unavailable_reason
 from .config import InferenceSettings
 from .engine import Engine
-from .loader import LoadedModel
 from .errors import ModelUnavailable
+from .loader import LoadedModel
 
 logger = logging.getLogger(__name__)
 

@@ -18,6 +18,9 @@ from .errors import QueueFull
 from .sequence import RequestStatus, Sequence
 
 
+BURST_TOKENS_PER_REQUEST = 64
+
+
 @dataclass(frozen=True)
 class ScheduledSeq:
     seq: Sequence
@@ -103,6 +106,12 @@ class Scheduler:
         decoding = any(not s.is_prefilling for s in self.running)
         budget = self.prefill_chunk_tokens
         if decoding and prefill_budget is not None:
+            # Beside running decodes a chunk stays small so their inter-token latency
+            # holds, unless many requests wait for a first token: a burst of users then
+            # outweighs a few streams' latency for one step (time to first token).
+            num_pending = len(self.waiting) + sum(1 for s in self.running if s.is_prefilling)
+            if num_pending >= 2:
+                prefill_budget = max(prefill_budget, BURST_TOKENS_PER_REQUEST * num_pending)
             budget = max(1, min(budget, prefill_budget))
         # running sequences, oldest first; memory is taken from the newest if short
         i = 0

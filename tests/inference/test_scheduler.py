@@ -153,3 +153,13 @@ def test_abort_of_a_waiting_request_removes_it_from_the_queue() -> None:
     sch.add(b)
     sch.abort("b")
     assert sch.num_waiting == 1 and sch.abort("unknown") is None
+
+
+def test_a_burst_of_waiting_requests_gets_a_larger_chunk_beside_decodes() -> None:
+    sch = scheduler(max_num_seqs=8, chunk=2048)
+    sch.add(seq("a", 10))
+    run(sch)
+    for i in range(4):
+        sch.add(seq(f"b{i}", 40, first=100 * (i + 1)))
+    out = run(sch, budget=16)
+    assert sum(r.num_tokens for r in out.scheduled if r.seq.request_id != "a") == 4 * 40
