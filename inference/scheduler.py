@@ -17,7 +17,6 @@ from .block_manager import BlockManager
 from .errors import QueueFull
 from .sequence import RequestStatus, Sequence
 
-
 BURST_TOKENS_PER_REQUEST = 64
 
 
