@@ -15,6 +15,7 @@ from .errors import TOO_LARGE, ApiError, invalid
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
+MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,38 @@ def read_json_body(request: HttpRequest) -> dict[str, Any]:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise invalid(f"Body must be valid JSON: {exc}") from None
+    except RecursionError:
+        raise invalid(f"Body must be JSON nested at most {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError:  # an integer literal past Python's digit limit
+        raise invalid("Body holds a number too large") from None
     if not isinstance(data, dict):
         raise invalid("Body must be a JSON object")
+    check_json_values(data)
     return data
+
+
+def check_json_values(data: Any) -> None:
+    """Refuse what JSON allows but nothing downstream can hold: nesting deeper than
+    ``MAX_JSON_DEPTH``, strings with lone surrogates (not encodable as UTF-8) or NUL
+    characters (PostgreSQL text cannot store them). Iterative: no recursion limit."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise invalid("Strings must not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise invalid("Strings must be valid Unicode (no lone surrogates)") from None
+        elif isinstance(value, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise invalid(f"Body must be JSON nested at most {MAX_JSON_DEPTH} levels deep")
+            items = list(value.items()) if isinstance(value, dict) else [(None, v) for v in value]
+            for key, item in items:
+                if key is not None:
+                    stack.append((key, depth))
+                stack.append((item, depth + 1))
 
 
 def _number(data: dict[str, Any], field: str, default: float, low: float, high: float,

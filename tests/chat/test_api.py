@@ -209,3 +209,16 @@ async def test_tiny_sampling_values_cannot_break_a_shared_batch(client, loaded) 
     assert odd.status_code == 200 and odd.json()["success"], odd.json()
     assert other.status_code == 200 and other.json()["result"]["response"].strip()
     assert expected.strip()
+
+
+@pytest.mark.parametrize("body, rule", [
+    ('{"prompt": "\\ud800"}', "Unicode"),
+    ('{"prompt": "a\\u0000b"}', "NUL"),
+    ('{"prompt": "hi", "seed": ' + "9" * 5000 + "}", "number too large"),
+    ("[" * 100_000, "nested"),
+    ('{"prompt": "hi", "x": ' + "[" * 40 + "]" * 40 + "}", "nested"),
+])
+async def test_bodies_json_allows_but_nothing_can_hold_get_a_400_envelope(client, body: str, rule: str) -> None:  # type: ignore[no-untyped-def]
+    r = await post(client, body)
+    assert error_of(r) == (400, 5004)
+    assert rule in r.json()["errors"][0]["message"]
