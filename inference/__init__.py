@@ -29,8 +29,8 @@ _EXPORTS = {
     "Finished": "outputs",
     "RequestStream": "outputs",
     "Usage": "outputs",
-    "ModelPool": "pool",
-    "pool": "pool",
+    "ModelPool": "model_pool",
+    "pool": "model_pool",
     "InvalidSamplingParams": "sequence",
     "SamplingParams": "sequence",
 }
@@ -59,6 +59,6 @@ if TYPE_CHECKING:
         QueueFull,
     )
     from .loader import checkpoint_dir
+    from .model_pool import ModelPool, pool
     from .outputs import Finished, RequestStream, Usage
-    from .pool import ModelPool, pool
     from .sequence import InvalidSamplingParams, SamplingParams

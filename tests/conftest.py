@@ -24,8 +24,8 @@ DEFAULT_MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"
 @pytest.fixture(scope="session")
 def engine():  # type: ignore[no-untyped-def]
     """The real default model's engine, shared by the whole session."""
+    from inference import pool
     from inference.catalog import BUILTIN_CATALOG
-    from inference.pool import pool
 
     spec = next(s for s in BUILTIN_CATALOG if s.name == DEFAULT_MODEL)
     return pool.get(spec)

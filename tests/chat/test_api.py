@@ -8,8 +8,8 @@ from django.test import AsyncClient, override_settings
 
 from chat import services
 from chat.models import UsageRecord
+from inference import pool
 from inference.errors import QueueFull
-from inference.pool import pool
 from tests.chat.conftest import BearerClient
 
 MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"

@@ -11,7 +11,7 @@ from django.test import AsyncClient
 
 from chat import services
 from chat.models import ApiToken, CatalogEntry, Conversation, Message, UsageRecord
-from inference.pool import pool
+from inference import pool
 from tests.chat.conftest import BearerClient
 
 MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat import services
 from chat.models import ApiToken, UsageRecord
-from inference.pool import pool
+from inference import pool
 from tests.chat.conftest import BearerClient
 
 MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"

@@ -5,10 +5,10 @@ import dataclasses
 
 import pytest
 
+from inference import pool
 from inference.catalog import BUILTIN_CATALOG, DEFAULT_MODEL
 from inference.engine import Engine
 from inference.loader import load_model
-from inference.pool import pool
 
 
 @pytest.fixture(scope="session")

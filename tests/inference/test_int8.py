@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from inference import pool
 from inference.catalog import BUILTIN_CATALOG
-from inference.pool import pool
 from inference.quant import Int8Linear
 from inference.sequence import SamplingParams
 

@@ -13,11 +13,11 @@ import math
 import pytest
 import torch
 
+from inference import pool
 from inference.block_manager import BlockManager
 from inference.catalog import BUILTIN_CATALOG, DEFAULT_MODEL
 from inference.loader import checkpoint_dir, load_model
 from inference.model import LlamaArgs, LlamaModel
-from inference.pool import pool
 from inference.runner import ModelRunner
 from inference.scheduler import ScheduledSeq, SchedulerOutput
 from inference.sequence import SamplingParams, Sequence
