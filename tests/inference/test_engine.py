@@ -63,7 +63,8 @@ async def test_same_seed_same_output_and_other_seed_differs(engine) -> None:  # 
 
 async def test_max_tokens_ends_with_length_and_counts_usage(engine) -> None:  # type: ignore[no-untyped-def]
     # a prompt whose answer is long whatever the numerics: the cut is max_tokens, not the model's end
-    stream = engine.submit(ids(engine, "Write a long essay about the ocean."), SamplingParams(max_tokens=5, temperature=0))
+    prompt = ids(engine, "Write a long essay about the ocean.")
+    stream = engine.submit(prompt, SamplingParams(max_tokens=5, temperature=0))
     await stream.text()
     assert stream.finished.finish_reason == "length"
     assert stream.finished.usage.completion_tokens == 5
