@@ -241,8 +241,8 @@ class Engine:
         if token not in self.loaded.eos_token_ids:
             seq.append_token(token)
         text, status = state.process(token, self.loaded.eos_token_ids)
-        if text:
-            state.stream.push([text])
+        if text and not state.stream.push([text]):
+            status = RequestStatus.FINISHED_ABORTED  # its caller's event loop is gone
         if status is not None:
             self._finish(state, status)
 

@@ -61,9 +61,14 @@ class RequestStream:
         self.finished: Finished | None = None
         self._buffer: list[str] = []
 
-    def push(self, events: list[Any]) -> None:
-        """Hand events over from any thread."""
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, events)
+    def push(self, events: list[Any]) -> bool:
+        """Hand events over from any thread; False when nobody can receive them any
+        more (the caller's event loop is closed)."""
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, events)
+        except RuntimeError:
+            return False
+        return True
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self
