@@ -136,3 +136,23 @@ async def test_requests_that_leave_out_of_order_keep_the_others_answers(fp32_eng
     assert list(texts[1:3]) == alone
     assert all(s.finished.finish_reason in ("stop", "length") for s in streams)
     assert engine.block_manager.usage == 0
+
+
+async def test_a_chat_turn_reuses_the_history_computed_by_the_previous_turn(engine) -> None:  # type: ignore[no-untyped-def]
+    """Turn 2 resends turn 1 (question and answer): only the new message is computed."""
+    greedy = SamplingParams(max_tokens=40, temperature=0)
+    history = [{"role": "user", "content": "Name a large animal that lives in the sea."}]
+    first = engine.submit(ids_of(engine, history), greedy)
+    answer = await first.text()
+    history += [{"role": "assistant", "content": answer}, {"role": "user", "content": "How big does it get?"}]
+    prompt = ids_of(engine, history)
+    second = engine.submit(prompt, greedy)
+    assert await second.text()
+    turn1_tokens = first.num_prompt_tokens + first.finished.usage.completion_tokens
+    # everything of turn 1 but its last partial block (and the answer's re-tokenized end) came from the cache
+    assert second.finished.usage.cached_tokens >= turn1_tokens - 2 * 16
+    assert second.finished.usage.cached_tokens < len(prompt)
+
+
+def ids_of(engine, messages: list[dict[str, str]]) -> list[int]:  # type: ignore[no-untyped-def]
+    return list(engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"])
