@@ -28,7 +28,7 @@ from inference import ContextWindowExceeded, Finished, GenerationFailed, Request
 from . import services
 from .errors import INTERNAL, ApiError, from_inference, invalid
 from .models import CatalogEntry, Conversation, Message
-from .views.sse import DONE, event
+from .sse import DONE, event
 
 logger = logging.getLogger(__name__)
 

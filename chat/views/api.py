@@ -4,42 +4,34 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from django.http import HttpRequest, HttpResponseNotAllowed
+from django.http import HttpRequest
 from django.http.response import HttpResponseBase
-from django.views.decorators.csrf import csrf_exempt
 
-from inference import GenerationFailed, InferenceError, RequestStream
+from inference import GenerationFailed, RequestStream
 
 from .. import services
-from ..auth import Principal, authenticate
-from ..errors import INTERNAL, ApiError, from_inference, success_response
+from ..auth import Principal
+from ..errors import INTERNAL, ApiError, success_response
 from ..models import CatalogEntry
+from ..sse import DONE, event, sse_response
 from ..validation import parse_run_body, read_json_body
-from .sse import DONE, event, sse_response
+from .door import api_view
 
 logger = logging.getLogger(__name__)
 
 
-@csrf_exempt  # session callers are CSRF-checked in auth.SessionAuthentication
-async def run(request: HttpRequest, model: str, account_id: str | None = None) -> HttpResponseBase:
+@api_view("POST", rate_limited=True)
+async def run(request: HttpRequest, model: str, account_id: str | None = None, *,
+              principal: Principal) -> HttpResponseBase:
     """Run a text-generation model, streamed (SSE) or not. Errors before the stream
     carry their HTTP status; after it starts they come as ``event: error``."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    try:
-        principal = await authenticate(request)
-        services.check_rate_limit(principal)
-        data = read_json_body(request)
-        entry = await services.resolve_entry(model)
-        body = parse_run_body(data, entry.max_output_tokens)
-        engine = await services.get_engine(entry)
-        ids = await services.encode(engine, prompt=body.prompt, messages=body.messages, raw=body.raw)
-        services.check_context(len(ids), entry.context_length)
-        stream = engine.submit(ids, body.params, log_tag=principal.label)
-    except ApiError as exc:
-        return exc.response()
-    except InferenceError as exc:
-        return from_inference(exc).response()
+    data = read_json_body(request)
+    entry = await services.resolve_entry(model)
+    body = parse_run_body(data, entry.max_output_tokens)
+    engine = await services.get_engine(entry)
+    ids = await services.encode(engine, prompt=body.prompt, messages=body.messages, raw=body.raw)
+    services.check_context(len(ids), entry.context_length)
+    stream = engine.submit(ids, body.params, log_tag=principal.label)
 
     if body.stream:
         return sse_response(_stream_events(stream, principal, entry))
@@ -69,10 +61,9 @@ async def _stream_events(stream: RequestStream, principal: Principal, entry: Cat
         services.record_usage_when_finished(stream, principal, entry.name, "native")
 
 
-async def models_search(request: HttpRequest) -> HttpResponseBase:
+@api_view("GET", authenticated=False)
+async def models_search(request: HttpRequest, account_id: str | None = None) -> HttpResponseBase:
     """The catalog, Workers AI-shaped, with availability."""
-    if request.method != "GET":
-        return HttpResponseNotAllowed(["GET"])
     result = []
     async for entry in CatalogEntry.objects.filter(is_enabled=True).order_by("name"):
         reason = services.unavailable(entry)

@@ -8,19 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseNotAllowed
+from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import reverse
-from django.views.decorators.csrf import csrf_exempt
-
-from inference import InferenceError
 
 from .. import services, turns
-from ..auth import Principal, authenticate
-from ..errors import ApiError, from_inference, invalid, success_response
+from ..auth import Principal
+from ..errors import ApiError, invalid, success_response
 from ..models import Conversation, Message
+from ..sse import sse_response
 from ..validation import read_json_body, sampling_params
-from .sse import sse_response
+from .door import api_view
 
 
 def conversation_json(c: Conversation) -> dict[str, Any]:
@@ -64,9 +62,9 @@ async def _owned(principal: Principal, conversation_id: int) -> Conversation:
     return c
 
 
-async def _owned_answer(request: HttpRequest, conversation_id: int, message_id: int) -> Message:
+async def _owned_answer(principal: Principal, conversation_id: int, message_id: int) -> Message:
     """The caller's assistant message in the caller's conversation, else 404."""
-    c = await _owned(await authenticate(request), conversation_id)
+    c = await _owned(principal, conversation_id)
     m = await c.messages.filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
     if m is None:
         raise ApiError(404, 7000, "Message not found")
@@ -88,84 +86,63 @@ def _text(data: dict[str, Any], field: str, *, required: bool = False, max_lengt
     return value
 
 
-@csrf_exempt  # CSRF is enforced for session callers in auth.SessionAuthentication
-async def conversations(request: HttpRequest) -> HttpResponseBase:
+@api_view("GET", "POST")
+async def conversations(request: HttpRequest, *, principal: Principal) -> HttpResponseBase:
     """GET: the caller's conversations, newest first. POST: create one
     (``model``, ``system_prompt``, ``title`` all optional)."""
-    try:
-        principal = await authenticate(request)
-        if request.method == "GET":
-            rows = [conversation_json(c) async for c in Conversation.objects.filter(owner=principal.user)[:200]]
-            return success_response(rows)
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["GET", "POST"])
-        data = read_json_body(request) if request.body else {}
-        model = _text(data, "model")
-        entry = await services.resolve_entry(model) if model else await services.default_entry()
-        if entry is None:
-            raise ApiError(503, 5008, "No model is enabled in the catalog")
-        c = await Conversation.objects.acreate(
-            owner=principal.user, model=entry.name,
-            system_prompt=_text(data, "system_prompt", max_length=20_000), title=_text(data, "title", max_length=200),
-        )
-        return success_response(conversation_json(c), status=201)
-    except ApiError as exc:
-        return exc.response()
+    if request.method == "GET":
+        rows = [conversation_json(c) async for c in Conversation.objects.filter(owner=principal.user)[:200]]
+        return success_response(rows)
+    data = read_json_body(request) if request.body else {}
+    model = _text(data, "model")
+    entry = await services.resolve_entry(model) if model else await services.default_entry()
+    if entry is None:
+        raise ApiError(503, 5008, "No model is enabled in the catalog")
+    c = await Conversation.objects.acreate(
+        owner=principal.user, model=entry.name,
+        system_prompt=_text(data, "system_prompt", max_length=20_000), title=_text(data, "title", max_length=200),
+    )
+    return success_response(conversation_json(c), status=201)
 
 
-@csrf_exempt
-async def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
+@api_view("GET", "PATCH", "DELETE")
+async def conversation_detail(request: HttpRequest, conversation_id: int, *, principal: Principal) -> HttpResponseBase:
     """GET: a conversation with its messages. PATCH: title/system prompt/model. DELETE."""
-    try:
-        principal = await authenticate(request)
-        c = await _owned(principal, conversation_id)
-        if request.method == "GET":
-            body = conversation_json(c)
-            body["messages"] = [message_json(m) async for m in c.messages.order_by("created_at", "id")]
-            return success_response(body)
-        if request.method == "PATCH":
-            data = read_json_body(request)
-            if "title" in data:
-                c.title = _text(data, "title", max_length=200)
-            if "system_prompt" in data:
-                c.system_prompt = _text(data, "system_prompt", max_length=20_000)
-            if data.get("model"):
-                c.model = (await services.resolve_entry(_text(data, "model"))).name
-            await c.asave()
-            return success_response(conversation_json(c))
-        if request.method == "DELETE":
-            async for m in c.messages.filter(state=Message.State.STREAMING):
-                await turns.stop(m)
-            await c.adelete()
-            return success_response({"id": conversation_id, "deleted": True})
-        return HttpResponseNotAllowed(["GET", "PATCH", "DELETE"])
-    except ApiError as exc:
-        return exc.response()
+    c = await _owned(principal, conversation_id)
+    if request.method == "GET":
+        body = conversation_json(c)
+        body["messages"] = [message_json(m) async for m in c.messages.order_by("created_at", "id")]
+        return success_response(body)
+    if request.method == "PATCH":
+        data = read_json_body(request)
+        if "title" in data:
+            c.title = _text(data, "title", max_length=200)
+        if "system_prompt" in data:
+            c.system_prompt = _text(data, "system_prompt", max_length=20_000)
+        if data.get("model"):
+            c.model = (await services.resolve_entry(_text(data, "model"))).name
+        await c.asave()
+        return success_response(conversation_json(c))
+    async for m in c.messages.filter(state=Message.State.STREAMING):
+        await turns.stop(m)
+    await c.adelete()
+    return success_response({"id": conversation_id, "deleted": True})
 
 
-@csrf_exempt
-async def post_message(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
+@api_view("POST", rate_limited=True)
+async def post_message(request: HttpRequest, conversation_id: int, *, principal: Principal) -> HttpResponseBase:
     """POST ``{"content", "model"?, "system_prompt"?, "max_tokens"?, "temperature"?, ...}``:
     saves the user message and a pending answer, starts generation, returns 201 with
     both messages and ``stream_url``."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    try:
-        principal = await authenticate(request)
-        services.check_rate_limit(principal)
-        c = await _owned(principal, conversation_id)
-        data = read_json_body(request)
-        content = _text(data, "content", required=True)
-        entry = await services.resolve_entry(_text(data, "model") or c.model)
-        system_prompt = _text(data, "system_prompt", max_length=20_000) if "system_prompt" in data else None
-        params = sampling_params(data, entry.max_output_tokens,
-                                 default_max_tokens=settings.CHAT_DEFAULT_MAX_TOKENS)
-        turn = await turns.start_turn(c, entry, content, params, principal.user, principal.token,
-                                      system_prompt=system_prompt)
-    except ApiError as exc:
-        return exc.response()
-    except InferenceError as exc:
-        return from_inference(exc).response()
+    c = await _owned(principal, conversation_id)
+    data = read_json_body(request)
+    content = _text(data, "content", required=True)
+    entry = await services.resolve_entry(_text(data, "model") or c.model)
+    system_prompt = _text(data, "system_prompt", max_length=20_000) if "system_prompt" in data else None
+    params = sampling_params(data, entry.max_output_tokens,
+                             default_max_tokens=settings.CHAT_DEFAULT_MAX_TOKENS)
+    turn = await turns.start_turn(c, entry, content, params, principal.user, principal.token,
+                                  system_prompt=system_prompt)
     return success_response({
         "conversation": conversation_json(c),
         "user_message": message_json(turn.user_message),
@@ -174,28 +151,21 @@ async def post_message(request: HttpRequest, conversation_id: int) -> HttpRespon
     }, status=201)
 
 
-async def message_stream(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponseBase:
+@api_view("GET")
+async def message_stream(request: HttpRequest, conversation_id: int, message_id: int, *,
+                         principal: Principal) -> HttpResponseBase:
     """SSE of an answer; resumes after the ``Last-Event-ID`` (or ``?offset=``) character."""
-    if request.method != "GET":
-        return HttpResponseNotAllowed(["GET"])
-    try:
-        m = await _owned_answer(request, conversation_id, message_id)
-    except ApiError as exc:
-        return exc.response()
+    m = await _owned_answer(principal, conversation_id, message_id)
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
     offset = int(raw_offset) if raw_offset.isdigit() else 0
     return sse_response(turns.follow(m.pk, offset))
 
 
-@csrf_exempt
-async def stop_message(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponseBase:
+@api_view("POST")
+async def stop_message(request: HttpRequest, conversation_id: int, message_id: int, *,
+                       principal: Principal) -> HttpResponseBase:
     """Cancel an answer on the server; the partial answer is kept (state ``stopped``)."""
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
-    try:
-        m = await _owned_answer(request, conversation_id, message_id)
-    except ApiError as exc:
-        return exc.response()
+    m = await _owned_answer(principal, conversation_id, message_id)
     if m.state == Message.State.STREAMING:
         await turns.stop(m)
     return success_response({"id": m.pk, "stopping": m.state == Message.State.STREAMING})

@@ -16,12 +16,11 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
-from django.views.decorators.csrf import csrf_exempt
 
 from inference import ContextWindowExceeded, Finished, GenerationFailed, InferenceError, RequestStream, SamplingParams
 
 from .. import services
-from ..auth import Principal, authenticate
+from ..auth import Principal
 from ..errors import (
     AUTHENTICATION,
     CAPACITY,
@@ -35,8 +34,9 @@ from ..errors import (
     from_inference,
 )
 from ..models import CatalogEntry
+from ..sse import DONE, event, sse_response
 from ..validation import parse_messages, read_json_body, sampling_params
-from .sse import DONE, event, sse_response
+from .door import api_view
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +123,6 @@ def to_openai(exc: ApiError | InferenceError | OpenAIError, prompt_param: str = 
 
 def _invalid(message: str, param: str | None, code: str | None = None) -> OpenAIError:
     return OpenAIError(400, message, code=code, param=param)
-
-
-def _not_allowed(method: str) -> JsonResponse:
-    response = OpenAIError(405, f"Method not allowed; use {method}.", code="method_not_allowed").response()
-    response["Allow"] = method
-    return response
 
 
 # request bodies ----------------------------------------------------------------------
@@ -313,29 +307,17 @@ def _finish_reason(finished: Finished | None) -> str | None:
 
 
 # views -------------------------------------------------------------------------------
-async def list_models(request: HttpRequest) -> HttpResponseBase:
+@api_view("GET", envelope="openai", rate_limited=True)
+async def list_models(request: HttpRequest, *, principal: Principal) -> HttpResponseBase:
     """``GET /v1/models``: every enabled catalog entry, listed or not currently available."""
-    if request.method != "GET":
-        return _not_allowed("GET")
-    try:
-        principal = await authenticate(request)
-        services.check_rate_limit(principal)
-    except ApiError as exc:
-        return to_openai(exc).response()
     data = [_model_json(entry) async for entry in CatalogEntry.objects.filter(is_enabled=True).order_by("name")]
     return JsonResponse({"object": "list", "data": data})
 
 
-async def retrieve_model(request: HttpRequest, model: str) -> HttpResponseBase:
+@api_view("GET", envelope="openai", rate_limited=True)
+async def retrieve_model(request: HttpRequest, model: str, *, principal: Principal) -> HttpResponseBase:
     """``GET /v1/models/<id>`` (the client's ``models.retrieve``)."""
-    if request.method != "GET":
-        return _not_allowed("GET")
-    try:
-        principal = await authenticate(request)
-        services.check_rate_limit(principal)
-        entry = await services.resolve_entry(model)
-    except ApiError as exc:
-        return to_openai(exc).response()
+    entry = await services.resolve_entry(model)
     return JsonResponse(_model_json(entry))
 
 
@@ -349,27 +331,24 @@ def _owner(name: str) -> str:
     return parts[1] if len(parts) >= 3 and parts[1] else "system"
 
 
-@csrf_exempt  # session callers are CSRF-checked in auth.SessionAuthentication
-async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+@api_view("POST", envelope="openai", rate_limited=True)
+async def chat_completions(request: HttpRequest, *, principal: Principal) -> HttpResponseBase:
     """``POST /v1/chat/completions``, streamed (``chat.completion.chunk`` events) or not."""
-    return await _serve(request, _ChatShape)
+    return await _serve(request, principal, _ChatShape)
 
 
-@csrf_exempt
-async def completions(request: HttpRequest) -> HttpResponseBase:
+@api_view("POST", envelope="openai", rate_limited=True)
+async def completions(request: HttpRequest, *, principal: Principal) -> HttpResponseBase:
     """``POST /v1/completions``: a raw prompt, no chat template; streamed (``text_completion``) or not."""
-    return await _serve(request, _TextShape)
+    return await _serve(request, principal, _TextShape)
 
 
-async def _serve(request: HttpRequest, shape: type[_Shape]) -> HttpResponseBase:
+async def _serve(request: HttpRequest, principal: Principal, shape: type[_Shape]) -> HttpResponseBase:
     """Validate, count and check the prompt, submit, then answer; every error before the
-    stream has its OpenAI status, errors after it start come as a ``data: {"error": ...}`` event."""
-    if request.method != "POST":
-        return _not_allowed("POST")
+    stream has its OpenAI status (naming this shape's prompt field), errors after it
+    starts come as a ``data: {"error": ...}`` event."""
     created = int(time.time())
     try:
-        principal = await authenticate(request)
-        services.check_rate_limit(principal)
         data = read_json_body(request)
         entry = await services.resolve_entry(_model_name(data))
         body = shape.parse(data, entry)

@@ -222,3 +222,9 @@ async def test_bodies_json_allows_but_nothing_can_hold_get_a_400_envelope(client
     r = await post(client, body)
     assert error_of(r) == (400, 5004)
     assert rule in r.json()["errors"][0]["message"]
+
+
+async def test_the_account_scoped_models_search_lists_the_catalog(client) -> None:  # type: ignore[no-untyped-def]
+    r = await client.get("/client/v4/accounts/abc123/ai/models/search")
+    assert r.status_code == 200 and r.json()["success"]
+    assert MODEL in [m["name"] for m in r.json()["result"]]
