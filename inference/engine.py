@@ -201,6 +201,8 @@ class Engine:
             self._set_gauges()
         if hits:
             metrics.PREFIX_CACHE_HIT_TOKENS.labels(self.name).inc(hits)
+        if out.preempted:
+            metrics.PREEMPTIONS.labels(self.name).inc(len(out.preempted))
         if out.is_empty:
             return
         started = time.perf_counter()

@@ -25,3 +25,4 @@ PREFIX_CACHE_HIT_TOKENS = Counter(
     "inference_prefix_cache_hit_tokens", "Prompt tokens whose keys/values came from the prefix cache", ["model"]
 )
 KV_CACHE_USAGE = Gauge("inference_kv_cache_usage_ratio", "Fraction of KV cache blocks held by requests", ["model"])
+PREEMPTIONS = Counter("inference_preemptions", "Sequences preempted for KV memory (recomputed later)", ["model"])

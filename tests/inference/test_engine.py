@@ -156,3 +156,31 @@ async def test_a_chat_turn_reuses_the_history_computed_by_the_previous_turn(engi
 
 def ids_of(engine, messages: list[dict[str, str]]) -> list[int]:  # type: ignore[no-untyped-def]
     return list(engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"])
+
+
+async def test_when_kv_memory_runs_out_requests_are_preempted_and_still_answer_exactly() -> None:
+    """A KV cache far smaller than the concurrent requests need: the newest are preempted,
+    recomputed later, and every answer is the one it gets alone (fp32: no rounding noise)."""
+    import dataclasses
+
+    from inference import BUILTIN_CATALOG, DEFAULT_MODEL, Engine, pool
+    from inference.metrics import PREEMPTIONS
+    from inference.loader import load_model
+
+    spec = next(s for s in BUILTIN_CATALOG if s.name == DEFAULT_MODEL)
+    settings = dataclasses.replace(pool.settings, dtype="float32", kv_cache_tokens=512, prefix_caching=False)
+    engine = Engine(spec, lambda: load_model(spec, settings), settings)
+    try:
+        long = SamplingParams(max_tokens=150, temperature=0)
+        prompts = [ids(engine, q) for q in ("Write a long story about a dragon.", "Write a long essay about Rome.",
+                                            "Describe the ocean at night in detail.")]
+        alone = [await engine.submit(p, long).text() for p in prompts]
+        preempted = PREEMPTIONS.labels(engine.name)
+        before = preempted._value.get()
+        streams = [engine.submit(p, long) for p in prompts]
+        together = await asyncio.gather(*[s.text() for s in streams])
+        assert list(together) == alone
+        assert preempted._value.get() > before  # memory did run out
+        assert engine.block_manager.usage == 0
+    finally:
+        engine.shutdown()
