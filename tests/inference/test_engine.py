@@ -164,8 +164,8 @@ async def test_when_kv_memory_runs_out_requests_are_preempted_and_still_answer_e
     import dataclasses
 
     from inference import BUILTIN_CATALOG, DEFAULT_MODEL, Engine, pool
-    from inference.metrics import PREEMPTIONS
     from inference.loader import load_model
+    from inference.metrics import PREEMPTIONS
 
     spec = next(s for s in BUILTIN_CATALOG if s.name == DEFAULT_MODEL)
     settings = dataclasses.replace(pool.settings, dtype="float32", kv_cache_tokens=512, prefix_caching=False)
