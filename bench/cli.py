@@ -106,22 +106,10 @@ def validate(options: dict[str, Any]) -> None:
 
 
 def inference_settings() -> Any:
-    """The ``InferenceSettings`` our server is built with: the Django project's (``INFERENCE``),
-    else the environment's, with the project's model cache directory (where the server keeps
-    its converted checkpoints) unless the environment sets one."""
-    import os
-
+    """The ``InferenceSettings`` our server is built with (the Django project's)."""
     from django.conf import settings as dj
 
-    from inference import InferenceSettings
-
-    configured = getattr(dj, "INFERENCE", None)
-    if isinstance(configured, InferenceSettings):
-        return configured
-    env = dict(os.environ)
-    if not env.get("MODEL_CACHE_DIR") and getattr(dj, "MODEL_CACHE_DIR", None):
-        env["MODEL_CACHE_DIR"] = str(dj.MODEL_CACHE_DIR)
-    return InferenceSettings.from_env(env)
+    return dj.INFERENCE
 
 
 def local_default_model() -> str:

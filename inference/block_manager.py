@@ -98,12 +98,11 @@ class BlockManager:
             parent = h
         return hits
 
-    def num_blocks_to_admit(self, seq: Sequence, num_new_tokens: int) -> tuple[list[int], int]:
-        """(cached blocks ``seq`` would reuse, free blocks it would take) to compute its
-        first ``num_new_tokens`` uncached tokens."""
+    def num_blocks_to_admit(self, seq: Sequence) -> tuple[list[int], int]:
+        """(cached blocks ``seq`` would reuse, free blocks it would take) to hold all its
+        tokens: new blocks for the uncached ones, plus cached blocks revived from the free list."""
         hits = self._lookup(seq)
-        cached_tokens = len(hits) * self.block_size
-        needed = self.blocks_for(cached_tokens + num_new_tokens) - len(hits)
+        needed = self.blocks_for(seq.num_tokens) - len(hits)
         revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)  # they leave the free list
         return hits, needed + revived
 
@@ -173,12 +172,3 @@ class BlockManager:
                     self._free[block_id] = None
         seq.block_table = []
         seq.block_hashes = []
-
-    def reset_prefix_cache(self) -> None:
-        """Forget every cached block not held by a sequence (tests, benchmarks)."""
-        for block_id in list(self._free):
-            block = self.blocks[block_id]
-            if block.key_hash is not None:
-                if self._cached.get(block.key_hash) == block_id:
-                    del self._cached[block.key_hash]
-                block.key = block.key_hash = None

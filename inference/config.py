@@ -7,8 +7,10 @@ package reads the same variables from the environment (``from_env``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -26,40 +28,54 @@ class InferenceSettings:
     num_threads: int = 0  # 0: leave torch's default
 
     def __post_init__(self) -> None:
-        checks = {
-            "max_batch_size": self.max_batch_size >= 1,
-            "max_queue": self.max_queue >= 0,
-            "prefill_chunk_tokens": self.prefill_chunk_tokens >= 16,
-            "block_size": self.block_size >= 1,
-            "kv_cache_tokens": self.kv_cache_tokens >= 2 * self.block_size,
-            "num_threads": self.num_threads >= 0,
-            "dtype": self.dtype in ("auto", "float32", "bfloat16", "float16"),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid inference settings: {', '.join(bad)}")
+        for name, (ok, rule) in _RULES.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"{env_name(name)}={value!r}: expected {rule}")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> InferenceSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **defaults: Any) -> InferenceSettings:
         """Read ``INFERENCE_<FIELD>`` (and ``MODEL_CACHE_DIR``) variables; unset ones keep
-        their defaults."""
-        env = dict(os.environ if env is None else env)
-        values: dict[str, object] = {}
+        ``defaults`` or the class defaults. Raises ``ValueError`` naming the variable."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = dict(defaults)
         for f in fields(cls):
-            name = "MODEL_CACHE_DIR" if f.name == "model_cache_dir" else f"INFERENCE_{f.name.upper()}"
-            raw = env.get(name)
-            if raw is None or raw == "":
+            raw = env.get(env_name(f.name), "").strip()
+            if not raw:
                 continue
             default = getattr(cls, f.name)
             if isinstance(default, bool):
-                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                if raw.lower() not in _BOOLEANS:
+                    raise ValueError(f"{env_name(f.name)}={raw!r}: expected true or false")
+                values[f.name] = _BOOLEANS[raw.lower()]
             elif isinstance(default, int):
-                values[f.name] = int(raw)
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"{env_name(f.name)}={raw!r}: expected an integer") from None
             elif isinstance(default, Path):
                 values[f.name] = Path(raw)
             else:
                 values[f.name] = raw
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    return "MODEL_CACHE_DIR" if field_name == "model_cache_dir" else f"INFERENCE_{field_name.upper()}"
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "device": (lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"), "auto, cpu, cuda or cuda:N"),
+    "dtype": (lambda v: v in ("auto", "float32", "bfloat16", "float16"), "auto, float32, bfloat16 or float16"),
+    "max_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "max_queue": (lambda v: v >= 0, "an integer >= 0"),
+    "prefill_chunk_tokens": (lambda v: v >= 16, "an integer >= 16"),
+    "kv_cache_tokens": (lambda v: v >= 256, "an integer >= 256"),
+    "block_size": (lambda v: 1 <= v <= 256, "an integer from 1 to 256"),
+    "num_threads": (lambda v: v >= 0, "an integer >= 0"),
+}
 
 
 def resolve_device(device: str) -> str:

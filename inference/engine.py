@@ -77,6 +77,9 @@ class Engine:
             metrics.REQUESTS_WAITING.labels(self.name),
             metrics.KV_CACHE_USAGE.labels(self.name),
         )
+        # labelled children looked up once: the per-token path only observes
+        self._ttft = metrics.TIME_TO_FIRST_TOKEN.labels(self.name)
+        self._itl = metrics.INTER_TOKEN_LATENCY.labels(self.name)
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(loaded,), name=f"engine-{spec.name}", daemon=True)
@@ -131,7 +134,6 @@ class Engine:
         with self._wakeup:
             self.scheduler.add(seq)  # may raise QueueFull
             self._states[seq.request_id] = state
-            self._set_gauges()
             self._wakeup.notify()
         return stream
 
@@ -151,19 +153,12 @@ class Engine:
         return self.scheduler.num_waiting
 
     def update_metrics(self) -> None:
-        """Refresh this engine's gauges (thread-safe; /metrics calls it)."""
+        """Refresh this engine's gauges when they are read (/metrics), not every step."""
         with self._lock:
-            self._set_gauges()
-
-    def _set_gauges(self) -> None:
-        running, waiting, usage = self._gauges
-        running.set(self.scheduler.num_running)
-        waiting.set(self.scheduler.num_waiting)
-        usage.set(self.block_manager.usage)
-
-    def reset_prefix_cache(self) -> None:
-        with self._lock:
-            self.block_manager.reset_prefix_cache()
+            running, waiting, usage = self._gauges
+            running.set(self.scheduler.num_running)
+            waiting.set(self.scheduler.num_waiting)
+            usage.set(self.block_manager.usage)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Abort everything, stop the worker."""
@@ -198,7 +193,6 @@ class Engine:
             hits_before = self.block_manager.stats.hit_tokens
             out = self.scheduler.schedule(self._timer.prefill_budget())
             hits = self.block_manager.stats.hit_tokens - hits_before
-            self._set_gauges()
         if hits:
             metrics.PREFIX_CACHE_HIT_TOKENS.labels(self.name).inc(hits)
         if out.preempted:
@@ -236,9 +230,9 @@ class Engine:
         seq = state.seq
         if seq.first_token_time is None:
             seq.first_token_time = now
-            metrics.TIME_TO_FIRST_TOKEN.labels(self.name).observe(now - seq.arrival_time)
+            self._ttft.observe(now - seq.arrival_time)
         elif state.last_token_time is not None:
-            metrics.INTER_TOKEN_LATENCY.labels(self.name).observe(now - state.last_token_time)
+            self._itl.observe(now - state.last_token_time)
         state.last_token_time = now
         if token not in self.loaded.eos_token_ids:
             seq.append_token(token)

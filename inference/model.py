@@ -75,7 +75,6 @@ class PrefillRow:
     token_start: int  # range in the step's flattened tokens
     token_end: int
     context: list[tuple[int, int]]  # its keys as runs of consecutive cache slots (first, count)
-    num_context: int  # keys it attends to: past plus this chunk
     mask: torch.Tensor | None  # [L, C] bool when there is a past, else causal
 
 
@@ -256,5 +255,7 @@ class LlamaModel:
             gu = layer.gate_up(h)
             inter = gu.shape[-1] // 2
             x = x + layer.down(F.silu(gu[:, :inter]) * gu[:, inter:])
+        if batch.logits_index is not None and batch.logits_index.numel() == 0:  # a chunk mid-prompt
+            return x.new_empty((0, a.vocab_size), dtype=torch.float32)
         last = x[batch.logits_index] if batch.logits_index is not None else x[-1:]
         return self.head(rms_norm(last, self.norm, eps)).float()  # [R, V]

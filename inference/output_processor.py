@@ -17,9 +17,9 @@ from .sampling import make_generator
 from .sequence import RequestStatus, Sequence
 
 
-def check_finish(seq: Sequence, token: int, eos_token_ids: frozenset[int], hit_stop: bool) -> RequestStatus | None:
-    """The finished status ``seq`` reaches with its newest ``token``, or None."""
-    if token in eos_token_ids or hit_stop:
+def check_finish(seq: Sequence, hit_stop: bool) -> RequestStatus | None:
+    """The finished status ``seq`` reaches with its newest (non-EOS) token, or None."""
+    if hit_stop:
         return RequestStatus.FINISHED_STOPPED
     if seq.num_output_tokens >= seq.params.max_tokens or seq.num_tokens >= seq.max_model_len:
         return RequestStatus.FINISHED_LENGTH
@@ -42,17 +42,18 @@ class RequestState:
         """Take the newly sampled ``token`` (already appended to the sequence unless it
         ends it); return the text it completes and the finish, if any."""
         if token in eos_token_ids:  # the end-of-sequence token is not part of the answer
-            return self._tail(), RequestStatus.FINISHED_STOPPED
+            return self._flush()[0], RequestStatus.FINISHED_STOPPED
         text, hit_stop = self.stops.feed(self.detokenizer.add(token))
-        status = check_finish(self.seq, token, eos_token_ids, hit_stop)
+        status = check_finish(self.seq, hit_stop)
         if status is RequestStatus.FINISHED_LENGTH:
-            tail, hit_stop = self.stops.feed(self.detokenizer.flush())
-            text += tail if hit_stop else tail + self.stops.flush()
-            if hit_stop:
+            tail, hit_stop = self._flush()
+            text += tail
+            if hit_stop:  # the held-back text completed a stop string after all
                 status = RequestStatus.FINISHED_STOPPED
         return text, status
 
-    def _tail(self) -> str:
-        """Text still held back (incomplete bytes, a possible stop-string start)."""
+    def _flush(self) -> tuple[str, bool]:
+        """Text still held back (incomplete bytes, a possible stop-string start), and
+        whether it ends in a stop string (then cut before it)."""
         tail, hit_stop = self.stops.feed(self.detokenizer.flush())
-        return tail if hit_stop else tail + self.stops.flush()
+        return (tail, True) if hit_stop else (tail + self.stops.flush(), False)

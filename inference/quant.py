@@ -81,6 +81,7 @@ class Int8Linear:
         self.qweight = q.contiguous()
         self.scales = scales.to(dtype)
         self.out_features, self.in_features = weight.shape
+        self.dequantized = q.float() * scales[:, None]  # float32, as the kernel sees it (dropped after load)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x.contiguous(), self.qweight, self.scales)
@@ -97,6 +98,8 @@ class Int4Linear:
         zeros = lo + 8 * scales
         self.scales_and_zeros = torch.stack([scales.t(), zeros.t()], dim=-1).to(dtype).contiguous()  # [K/g, N, 2]
         self.out_features, self.in_features = n, k
+        groups = q.view(n, k // INT4_GROUP_SIZE, INT4_GROUP_SIZE).float()
+        self.dequantized = (groups * scales[..., None] + lo[..., None]).view(n, k)  # float32 (dropped after load)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
@@ -120,17 +123,6 @@ class HybridLinear:
         return F.linear(x, self.dense)
 
 
-def dequantized(kind: str, weight: torch.Tensor) -> torch.Tensor:
-    """The weight as the quantized kernel sees it (float32)."""
-    if kind == "int8":
-        q, s = quantize_int8(weight)
-        return q.float() * s[:, None]
-    q, scales, lo = quantize_int4(weight)
-    n, k = weight.shape
-    g = q.view(n, k // INT4_GROUP_SIZE, INT4_GROUP_SIZE).float()
-    return (g * scales[..., None] + lo[..., None]).view(n, k)
-
-
 def make_linear(weight: torch.Tensor, kind: str, dtype: torch.dtype) -> DenseLinear | HybridLinear:
     """A linear layer for ``weight`` (float32 ``[N, K]``) quantized as ``kind``
     (``dense``, ``int8`` or ``int4``)."""
@@ -139,7 +131,9 @@ def make_linear(weight: torch.Tensor, kind: str, dtype: torch.dtype) -> DenseLin
     if kind == "int4" and weight.shape[1] % INT4_GROUP_SIZE:
         kind = "int8"  # int4 groups need K divisible by 32
     kernel: Int8Linear | Int4Linear = Int8Linear(weight, dtype) if kind == "int8" else Int4Linear(weight, dtype)
-    return HybridLinear(kernel, dequantized(kind, weight).to(dtype).contiguous())
+    dense = kernel.dequantized.to(dtype).contiguous()
+    del kernel.dequantized
+    return HybridLinear(kernel, dense)
 
 
 def _time(fn: Callable[[], torch.Tensor], repeats: int = 5) -> float:

@@ -101,7 +101,7 @@ class ModelRunner:
             if s.start:
                 # query i (position start + i) sees keys at positions <= start + i
                 mask = (torch.arange(s.end)[None, :] <= torch.arange(s.start, s.end)[:, None]).to(dev)
-            rows.append(PrefillRow(cursor, cursor + n, context, s.end, mask))
+            rows.append(PrefillRow(cursor, cursor + n, context, mask))
             cursor += n
         finishing = [i for i, s in enumerate(ordered) if s.is_last]
         token_index = []
@@ -123,8 +123,5 @@ class ModelRunner:
             prefills=rows,
             logits_index=logits_index,
         )
-        if not finishing:
-            self.model.forward(torch.tensor(ids, device=dev), batch, self.kv)  # keys/values only
-            return [], torch.empty(0)
-        logits = self.model.forward(torch.tensor(ids, device=dev), batch, self.kv)
+        logits = self.model.forward(torch.tensor(ids, device=dev), batch, self.kv)  # [R, V], R may be 0
         return [ordered[i] for i in finishing], logits

@@ -138,10 +138,8 @@ class Scheduler:
         # then new arrivals (FCFS) while there is room, budget and memory
         while self.waiting and len(self.running) < self.max_num_seqs and budget > 0 and not out.preempted:
             seq = self.waiting[0]
-            hits, _ = bm.num_blocks_to_admit(seq, 0)
-            num_cached = len(hits) * bm.block_size
             # admit only when the whole remaining prompt fits, so it does not stall half-way
-            _, needed_all = bm.num_blocks_to_admit(seq, seq.num_tokens - num_cached)
+            hits, needed_all = bm.num_blocks_to_admit(seq)
             if needed_all > bm.num_free_blocks:
                 break
             self.waiting.popleft()

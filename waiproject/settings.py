@@ -174,24 +174,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES + 1024
 METRICS_ALLOW_LOCALHOST = env_bool("METRICS_ALLOW_LOCALHOST", True)
 
 # Inference ---------------------------------------------------------------------
-# Defaults live in one place, ``InferenceSettings``; the chat app hands this to the pool.
-_inference_defaults = InferenceSettings()
+# Defaults and parsing live in one place, ``InferenceSettings``; the chat app hands this to the pool.
 INFERENCE_PRELOAD = env_list("INFERENCE_PRELOAD", "default")
-MODEL_CACHE_DIR = Path(env_str("MODEL_CACHE_DIR", str(VAR_DIR / "models")))
-INFERENCE = InferenceSettings(
-    device=env_choice("INFERENCE_DEVICE", _inference_defaults.device, ("auto", "cpu", "cuda"), prefix_ok=("cuda:",)),
-    dtype=env_choice("INFERENCE_DTYPE", _inference_defaults.dtype, ("auto", "float32", "bfloat16", "float16")),
-    max_batch_size=env_int("INFERENCE_MAX_BATCH_SIZE", _inference_defaults.max_batch_size, minimum=1),
-    max_queue=env_int("INFERENCE_MAX_QUEUE", _inference_defaults.max_queue, minimum=0),
-    prefill_chunk_tokens=env_int("INFERENCE_PREFILL_CHUNK_TOKENS", _inference_defaults.prefill_chunk_tokens,
-                                 minimum=16),
-    kv_cache_tokens=env_int("INFERENCE_KV_CACHE_TOKENS", _inference_defaults.kv_cache_tokens, minimum=256),
-    block_size=env_int("INFERENCE_BLOCK_SIZE", _inference_defaults.block_size, minimum=1),
-    prefix_caching=env_bool("INFERENCE_PREFIX_CACHING", _inference_defaults.prefix_caching),
-    model_cache_dir=MODEL_CACHE_DIR,
-    allow_downloads=env_bool("INFERENCE_ALLOW_DOWNLOADS", _inference_defaults.allow_downloads),
-    num_threads=env_int("INFERENCE_NUM_THREADS", _inference_defaults.num_threads, minimum=0),
-)
+try:
+    INFERENCE = InferenceSettings.from_env(model_cache_dir=VAR_DIR / "models")
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 512, minimum=1)
 
 LOGGING = {

@@ -18,7 +18,7 @@ def seq(tokens: list[int], rid: str = "r") -> Sequence:
 
 
 def admit(bm: BlockManager, s: Sequence) -> None:
-    hits, _ = bm.num_blocks_to_admit(s, 0)
+    hits, _ = bm.num_blocks_to_admit(s)
     bm.admit(s, hits)
     bm.grow(s, s.num_tokens)
 
@@ -50,7 +50,7 @@ def test_a_shared_prefix_is_computed_once() -> None:
     admit(bm, a)
     compute_all(bm, a)
     b = seq(system + [7, 8], "b")
-    hits, _ = bm.num_blocks_to_admit(b, 0)
+    hits, _ = bm.num_blocks_to_admit(b)
     bm.admit(b, hits)
     assert b.num_computed_tokens == 12 and b.num_cached_tokens == 12
     assert b.block_table == a.block_table[:3]
@@ -63,7 +63,7 @@ def test_a_block_is_only_shared_with_the_same_prefix_before_it() -> None:
     admit(bm, a)
     compute_all(bm, a)
     b = seq([0, 2, 3, 4, 5, 6, 7, 8, 9], "b")  # second block equal, first not
-    hits, _ = bm.num_blocks_to_admit(b, 0)
+    hits, _ = bm.num_blocks_to_admit(b)
     assert hits == []
 
 
@@ -73,7 +73,7 @@ def test_the_block_holding_the_last_token_is_always_computed() -> None:
     admit(bm, a)
     compute_all(bm, a)
     again = seq(list(range(8)), "b")  # same prompt, two full blocks
-    hits, _ = bm.num_blocks_to_admit(again, 0)
+    hits, _ = bm.num_blocks_to_admit(again)
     assert len(hits) == 1  # the second block holds the last token: its logits are needed
 
 
@@ -90,7 +90,7 @@ def test_a_conversations_history_including_the_answer_is_reused_next_turn() -> N
     history = turn1.all_token_ids[:16]
     bm.free(turn1)  # the request ended; its blocks stay cached
     turn2 = seq(history + [90, 91, 92], "t2")
-    hits, _ = bm.num_blocks_to_admit(turn2, 0)
+    hits, _ = bm.num_blocks_to_admit(turn2)
     assert len(hits) == 4  # 16 tokens of prompt + answer
 
 
@@ -103,7 +103,7 @@ def test_least_recently_freed_cached_blocks_are_evicted_first() -> None:
     newer = seq([7, 8, 9, 10, 11], "new")
     admit(bm, newer)  # 3 blocks: the two never cached first, then one cached block
     probe = seq([1, 2, 3, 4, 0], "probe")
-    hits, _ = bm.num_blocks_to_admit(probe, 0)
+    hits, _ = bm.num_blocks_to_admit(probe)
     assert len(hits) == 1  # the head of the old prefix survived; its tail went first
     assert bm.stats.evicted_blocks == 1
 
@@ -115,7 +115,7 @@ def test_reviving_cached_blocks_counts_against_free_memory() -> None:
     compute_all(bm, a)
     bm.free(a)
     b = seq([1, 2, 3, 4, 6, 7], "b")
-    hits, needed = bm.num_blocks_to_admit(b, 2)
+    hits, needed = bm.num_blocks_to_admit(b)
     assert len(hits) == 2 and needed == 1 + 2  # one new block, two revived from the free list
     bm.admit(b, hits)
     bm.grow(b, 6)
@@ -135,5 +135,5 @@ def test_prefix_caching_can_be_turned_off() -> None:
     a = seq(list(range(12)) + [1], "a")
     admit(bm, a)
     compute_all(bm, a)
-    hits, _ = bm.num_blocks_to_admit(seq(list(range(12)) + [2], "b"), 0)
+    hits, _ = bm.num_blocks_to_admit(seq(list(range(12)) + [2], "b"))
     assert hits == []
