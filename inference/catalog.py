@@ -59,8 +59,8 @@ BUILTIN_CATALOG: tuple[ModelSpec, ...] = (
         context_length=4096,
         max_output_tokens=2048,
         description=("SmolLM2 135M Instruct with 8-bit weights per channel: on CPUs with native bf16 "
-                     "about 1.7x the speed of dense bf16 weights, but below the default entry, which "
-                     "reads the GGUF's own 4-bit blocks (fewer bytes a token); on CUDA it halves memory."),
+                     "faster than dense bf16 weights, but about half the speed of the default entry, "
+                     "which reads the GGUF's own 4-bit blocks (fewer bytes a token); on CUDA it halves memory."),
     ),
     ModelSpec(
         name="@cf/meta/llama-2-7b-chat-int8",
