@@ -49,9 +49,9 @@ def env_int(name: str, default: int, minimum: int | None = None) -> int:
     return value
 
 
-def env_choice(name: str, default: str, choices: tuple[str, ...], prefix_ok: tuple[str, ...] = ()) -> str:
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = os.environ.get(name, default).strip()
-    if value in choices or any(value.startswith(p) for p in prefix_ok):
+    if value in choices:
         return value
     raise ImproperlyConfigured(f"{name}={value!r}: expected one of {', '.join(choices)}")
 
