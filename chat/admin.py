@@ -9,7 +9,7 @@ from django.db.models.functions import TruncDay
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import services
+from .catalog import unavailable
 from .models import ApiToken, CatalogEntry, Conversation, Message, UsageRecord
 
 
@@ -23,7 +23,7 @@ class CatalogEntryAdmin(admin.ModelAdmin):
 
     @admin.display(description="available")
     def availability(self, obj: CatalogEntry) -> str:
-        reason = services.unavailable(obj)
+        reason = unavailable(obj)
         return "yes" if reason is None else f"no: {reason}"
 
 

@@ -14,7 +14,7 @@ class ChatConfig(AppConfig):
 
         from inference import pool
 
-        from . import services
+        from .catalog import on_setting_changed
 
         pool.configure(settings.INFERENCE)
-        setting_changed.connect(services.on_setting_changed)
+        setting_changed.connect(on_setting_changed)

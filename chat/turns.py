@@ -25,10 +25,12 @@ from django.utils import timezone
 
 from inference import ContextWindowExceeded, Finished, GenerationFailed, RequestStream, SamplingParams
 
-from . import services
+from .background import run_in_background
+from .catalog import get_engine
 from .errors import INTERNAL, ApiError, from_inference, invalid
 from .models import CatalogEntry, Conversation, Message
 from .sse import DONE, event
+from .usage import record_usage
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +90,14 @@ async def start_turn(conversation: Conversation, entry: CatalogEntry, content: s
         raise ApiError(409, 5004, "An answer is still streaming in this conversation; stop it first")
     if system_prompt is not None:
         conversation.system_prompt = system_prompt
-    engine = await services.get_engine(entry)
+    engine = await get_engine(entry)
     previous = await sync_to_async(_history)(conversation)
     history = [{"role": m.role, "content": m.content} for m in previous] + [{"role": "user", "content": content}]
     budget = entry.context_length - params.max_tokens
     if budget <= 0:
         raise invalid(f"'max_tokens' must leave room for input in the context window ({entry.context_length})")
     try:
-        fitted = await asyncio.to_thread(services.fit_history, engine, conversation.system_prompt, history, budget)
+        fitted = await asyncio.to_thread(engine.fit_history, conversation.system_prompt, history, budget)
     except ContextWindowExceeded as exc:
         raise from_inference(exc) from None
     stream = engine.submit(fitted.token_ids, params, log_tag=f"user:{user.get_username()}")  # may raise QueueFull
@@ -128,7 +130,7 @@ async def start_turn(conversation: Conversation, entry: CatalogEntry, content: s
         raise
     generation = Generation(turn.assistant_message.pk, stream, entry.name, user, token)
     _generations[generation.message_id] = generation
-    services.run_in_background(generation.run())
+    run_in_background(generation.run())
     return turn
 
 
@@ -196,8 +198,8 @@ class Generation:
             tokens_per_second=round(finished.tokens_per_second, 2) or None,
             updated_at=timezone.now(),
         )
-        await services.record_usage(user=self.user, token=self.token, model=self.model, endpoint="chat",
-                                    finished=finished)
+        await record_usage(user=self.user, token=self.token, model=self.model, endpoint="chat",
+                           finished=finished)
 
 
 async def stop(message: Message) -> None:

@@ -29,6 +29,8 @@ _EXPORTS = {
     "Finished": "outputs",
     "RequestStream": "outputs",
     "Usage": "outputs",
+    "FittedPrompt": "prompts",
+    "check_context": "prompts",
     "ModelPool": "model_pool",
     "pool": "model_pool",
     "InvalidSamplingParams": "sequence",
@@ -61,4 +63,5 @@ if TYPE_CHECKING:
     from .loader import checkpoint_dir
     from .model_pool import ModelPool, pool
     from .outputs import Finished, RequestStream, Usage
+    from .prompts import FittedPrompt, check_context
     from .sequence import InvalidSamplingParams, SamplingParams

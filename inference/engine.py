@@ -25,6 +25,7 @@ from .errors import ContextWindowExceeded
 from .loader import LoadedModel
 from .output_processor import RequestState
 from .outputs import Finished, RequestStream, Usage
+from .prompts import FittedPrompt, PromptEncoder
 from .runner import ModelRunner
 from .sampling import sample
 from .scheduler import Scheduler, SchedulerOutput
@@ -92,6 +93,7 @@ class Engine:
         settings, spec = self.settings, self.spec
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
+        self.prompts = PromptEncoder(loaded.tokenizer)
         num_blocks = settings.kv_cache_tokens // settings.block_size + 1  # block 0: padding
         self.block_manager = BlockManager(num_blocks, settings.block_size, settings.prefix_caching)
         self.scheduler = Scheduler(self.block_manager, settings.max_batch_size, settings.max_queue,
@@ -114,6 +116,15 @@ class Engine:
         self._loop()
 
     # public API (event-loop side) ------------------------------------------------
+    def encode(self, *, prompt: str | None = None, messages: list[dict[str, str]] | None = None,
+               raw: bool = False) -> list[int]:
+        """Token ids of a prompt as this model sees it (blocking: call it in a thread)."""
+        return self.prompts.encode(prompt=prompt, messages=messages, raw=raw)
+
+    def fit_history(self, system_prompt: str, history: list[dict[str, str]], budget: int) -> FittedPrompt:
+        """The newest messages of ``history`` that fit ``budget`` tokens (blocking)."""
+        return self.prompts.fit_history(system_prompt, history, budget)
+
     def submit(self, prompt_token_ids: list[int], params: SamplingParams,
                request_id: str | None = None, log_tag: str = "") -> RequestStream:
         """Queue a request; returns its stream. Raises ``QueueFull`` (no room) or

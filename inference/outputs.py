@@ -58,17 +58,25 @@ class RequestStream:
         self.loop = loop
         self._abort = abort
         self.queue: asyncio.Queue[list[Any]] = asyncio.Queue()
-        self.finished: Finished | None = None
+        self.finished: Finished | None = None  # set once the consumer reaches the end
         self._buffer: list[str] = []
+        self._ended = asyncio.Event()  # set as soon as the end arrives, consumed or not
+        self._final: Finished | None = None
 
     def push(self, events: list[Any]) -> bool:
         """Hand events over from any thread; False when nobody can receive them any
         more (the caller's event loop is closed)."""
         try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, events)
+            self.loop.call_soon_threadsafe(self._deliver, events)
         except RuntimeError:
             return False
         return True
+
+    def _deliver(self, events: list[Any]) -> None:
+        self.queue.put_nowait(events)
+        if isinstance(events[-1], Finished):
+            self._final = events[-1]
+            self._ended.set()
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self
@@ -95,10 +103,11 @@ class RequestStream:
                 self._buffer.append(ev)
 
     async def wait_finished(self) -> Finished:
-        """Wait for the end (after an abort, say) and return how it finished."""
-        while self.finished is None:
-            self._take(await self.queue.get())
-        return self.finished
+        """Wait for the end (after an abort, say) and return how it finished; may run
+        beside the consumer of the text (it reads no events)."""
+        await self._ended.wait()
+        assert self._final is not None
+        return self._final
 
     async def aclose(self) -> None:
         self.abort()

@@ -11,7 +11,7 @@ django_application = get_asgi_application()
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from chat import services  # noqa: E402
+from chat.catalog import start_preload  # noqa: E402
 
 application = ASGIStaticFilesHandler(django_application)
-services.start_preload()
+start_preload()

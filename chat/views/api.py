@@ -9,9 +9,10 @@ from django.http.response import HttpResponseBase
 
 from inference import GenerationFailed, RequestStream
 
-from .. import services
 from ..auth import Principal
+from ..catalog import resolve_entry, unavailable
 from ..errors import INTERNAL, ApiError, success_response
+from ..generation import submit
 from ..models import CatalogEntry
 from ..sse import DONE, event, sse_response
 from ..validation import parse_run_body, read_json_body
@@ -26,26 +27,24 @@ async def run(request: HttpRequest, model: str, account_id: str | None = None, *
     """Run a text-generation model, streamed (SSE) or not. Errors before the stream
     carry their HTTP status; after it starts they come as ``event: error``."""
     data = read_json_body(request)
-    entry = await services.resolve_entry(model)
+    entry = await resolve_entry(model)
     body = parse_run_body(data, entry.max_output_tokens)
-    engine = await services.get_engine(entry)
-    ids = await services.encode(engine, prompt=body.prompt, messages=body.messages, raw=body.raw)
-    services.check_context(len(ids), entry.context_length)
-    stream = engine.submit(ids, body.params, log_tag=principal.label)
+    stream = await submit(principal, entry, "native", body.params, prompt=body.prompt, messages=body.messages,
+                          raw=body.raw)
 
     if body.stream:
-        return sse_response(_stream_events(stream, principal, entry))
+        return sse_response(_stream_events(stream))
     try:
         text = await stream.text()
     except GenerationFailed:
         return ApiError(500, INTERNAL, "Generation failed").response()
     finally:
-        services.record_usage_when_finished(stream, principal, entry.name, "native")
+        stream.abort()  # no-op when finished; frees the slot when the client left
     finished = await stream.wait_finished()  # already set once text() returned
     return success_response({"response": text, "usage": finished.usage.as_dict()})
 
 
-async def _stream_events(stream: RequestStream, principal: Principal, entry: CatalogEntry) -> AsyncIterator[str]:
+async def _stream_events(stream: RequestStream) -> AsyncIterator[str]:
     try:
         async for piece in stream:
             yield event({"response": piece})
@@ -58,7 +57,6 @@ async def _stream_events(stream: RequestStream, principal: Principal, entry: Cat
         yield event({"errors": [{"code": INTERNAL, "message": "Generation failed"}]}, name="error")
     finally:
         stream.abort()  # no-op when finished; frees the slot when the client left
-        services.record_usage_when_finished(stream, principal, entry.name, "native")
 
 
 @api_view("GET", authenticated=False)
@@ -66,7 +64,7 @@ async def models_search(request: HttpRequest, account_id: str | None = None) -> 
     """The catalog, Workers AI-shaped, with availability."""
     result = []
     async for entry in CatalogEntry.objects.filter(is_enabled=True).order_by("name"):
-        reason = services.unavailable(entry)
+        reason = unavailable(entry)
         result.append({
             "id": entry.name,
             "name": entry.name,

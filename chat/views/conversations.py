@@ -12,8 +12,9 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import reverse
 
-from .. import services, turns
+from .. import turns
 from ..auth import Principal
+from ..catalog import default_entry, resolve_entry
 from ..errors import ApiError, invalid, success_response
 from ..models import Conversation, Message
 from ..sse import sse_response
@@ -95,7 +96,7 @@ async def conversations(request: HttpRequest, *, principal: Principal) -> HttpRe
         return success_response(rows)
     data = read_json_body(request) if request.body else {}
     model = _text(data, "model")
-    entry = await services.resolve_entry(model) if model else await services.default_entry()
+    entry = await resolve_entry(model) if model else await default_entry()
     if entry is None:
         raise ApiError(503, 5008, "No model is enabled in the catalog")
     c = await Conversation.objects.acreate(
@@ -120,7 +121,7 @@ async def conversation_detail(request: HttpRequest, conversation_id: int, *, pri
         if "system_prompt" in data:
             c.system_prompt = _text(data, "system_prompt", max_length=20_000)
         if data.get("model"):
-            c.model = (await services.resolve_entry(_text(data, "model"))).name
+            c.model = (await resolve_entry(_text(data, "model"))).name
         await c.asave()
         return success_response(conversation_json(c))
     async for m in c.messages.filter(state=Message.State.STREAMING):
@@ -137,7 +138,7 @@ async def post_message(request: HttpRequest, conversation_id: int, *, principal:
     c = await _owned(principal, conversation_id)
     data = read_json_body(request)
     content = _text(data, "content", required=True)
-    entry = await services.resolve_entry(_text(data, "model") or c.model)
+    entry = await resolve_entry(_text(data, "model") or c.model)
     system_prompt = _text(data, "system_prompt", max_length=20_000) if "system_prompt" in data else None
     params = sampling_params(data, entry.max_output_tokens,
                              default_max_tokens=settings.CHAT_DEFAULT_MAX_TOKENS)

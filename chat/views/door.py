@@ -16,9 +16,10 @@ from django.http.response import HttpResponseBase
 
 from inference import InferenceError
 
-from .. import services
 from ..auth import authenticate
 from ..errors import ApiError, from_inference
+from ..limits import check_rate_limit
+from ..openai_compat import OpenAIError, to_openai
 
 Envelope = Literal["native", "openai"]
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
@@ -27,8 +28,6 @@ View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 def error_response(exc: Exception, envelope: Envelope) -> HttpResponseBase:
     """``exc`` as the endpoint's error response."""
     if envelope == "openai":
-        from .openai_api import OpenAIError, to_openai
-
         if isinstance(exc, ApiError | InferenceError | OpenAIError):
             return to_openai(exc).response()
         raise exc
@@ -41,8 +40,6 @@ def error_response(exc: Exception, envelope: Envelope) -> HttpResponseBase:
 
 def not_allowed(methods: tuple[str, ...], envelope: Envelope) -> HttpResponseBase:
     if envelope == "openai":
-        from .openai_api import OpenAIError
-
         response = OpenAIError(405, f"Method not allowed; use {', '.join(methods)}.",
                                code="method_not_allowed").response()
         response["Allow"] = ", ".join(methods)
@@ -61,8 +58,6 @@ def api_view(*methods: str, envelope: Envelope = "native", authenticated: bool =
     allowed = tuple(m.upper() for m in methods)
     handled: tuple[type[Exception], ...] = (ApiError, InferenceError)
     if envelope == "openai":
-        from .openai_api import OpenAIError
-
         handled += (OpenAIError,)
 
     def decorate(view: View) -> View:
@@ -74,7 +69,7 @@ def api_view(*methods: str, envelope: Envelope = "native", authenticated: bool =
                 if authenticated:
                     kwargs["principal"] = principal = await authenticate(request)
                     if rate_limited:
-                        services.check_rate_limit(principal)
+                        check_rate_limit(principal)
                 return await view(request, *args, **kwargs)
             except handled as exc:
                 return error_response(exc, envelope)

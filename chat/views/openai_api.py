@@ -1,244 +1,38 @@
 """The OpenAI-compatible API: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``.
 
 Same tokens, rate limits, catalog and engines as the native API (``chat/views/api.py``); only the
-shapes differ. Model ids are catalog names. Errors use OpenAI's body
-``{"error": {"message", "type", "code", "param"}}`` and the statuses its clients map to exceptions;
-``to_openai()`` is the one place that translates our ``ApiError`` and inference exceptions.
+shapes differ (``chat/openai_compat.py``). Model ids are catalog names.
 """
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
-from inference import ContextWindowExceeded, Finished, GenerationFailed, InferenceError, RequestStream, SamplingParams
+from inference import Finished, GenerationFailed, InferenceError, RequestStream
 
-from .. import services
 from ..auth import Principal
-from ..errors import (
-    AUTHENTICATION,
-    CAPACITY,
-    CONTEXT_WINDOW,
-    INVALID_INPUT,
-    MODEL_UNAVAILABLE,
-    NO_SUCH_MODEL,
-    RATE_LIMITED,
-    TOO_LARGE,
-    ApiError,
-    from_inference,
-)
+from ..catalog import resolve_entry
+from ..errors import ApiError
+from ..generation import submit
 from ..models import CatalogEntry
+from ..openai_compat import (
+    CompletionRequest,
+    OpenAIError,
+    model_name,
+    parse_chat_body,
+    parse_text_body,
+    to_openai,
+)
 from ..sse import DONE, event, sse_response
-from ..validation import parse_messages, read_json_body, sampling_params
+from ..validation import read_json_body
 from .door import api_view
 
 logger = logging.getLogger(__name__)
-
-OPENAI_DEFAULT_TEMPERATURE = 1.0
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy /v1/completions
-
-
-# errors ------------------------------------------------------------------------------
-class OpenAIError(Exception):
-    """An error answered in OpenAI's shape, with the HTTP status its clients expect."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.code = code
-        self.param = param
-        self.headers = headers or {}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "code": self.code, "param": self.param}}
-
-    def response(self) -> JsonResponse:
-        response = JsonResponse(self.as_dict(), status=self.status, json_dumps_params={"ensure_ascii": False})
-        for key, value in self.headers.items():
-            response[key] = value
-        return response
-
-
-# native code -> (HTTP status, OpenAI type, OpenAI code)
-_ERROR_TABLE: dict[int, tuple[int, str, str | None]] = {
-    AUTHENTICATION: (401, "invalid_request_error", "invalid_api_key"),
-    NO_SUCH_MODEL: (404, "invalid_request_error", "model_not_found"),
-    MODEL_UNAVAILABLE: (503, "server_error", "model_unavailable"),
-    CONTEXT_WINDOW: (400, "invalid_request_error", "context_length_exceeded"),
-    TOO_LARGE: (413, "invalid_request_error", "request_too_large"),
-    RATE_LIMITED: (429, "requests", "rate_limit_exceeded"),
-    CAPACITY: (429, "server_error", "server_overloaded"),
-    INVALID_INPUT: (400, "invalid_request_error", None),
-}
-_FIELD_IN_MESSAGE = re.compile(r"^'([^']+)'")
-
-
-def to_openai(exc: ApiError | InferenceError | OpenAIError, prompt_param: str = "messages") -> OpenAIError:
-    """Translate any error raised before a stream starts into its OpenAI form.
-
-    ``prompt_param`` names the input field (``messages`` or ``prompt``) blamed for a context
-    overflow. Headers (``Retry-After``, ``WWW-Authenticate``) are kept.
-    """
-    if isinstance(exc, OpenAIError):
-        return exc
-    if isinstance(exc, ContextWindowExceeded):
-        return OpenAIError(
-            400,
-            f"This model's maximum context length is {exc.limit} tokens, but the input has {exc.num_tokens} "
-            f"tokens. Please reduce the length of the {prompt_param}.",
-            code="context_length_exceeded", param=prompt_param,
-        )
-    if isinstance(exc, InferenceError):
-        exc = from_inference(exc)
-    headers = dict(exc.headers)
-    if exc.code == AUTHENTICATION and exc.status != 401:  # the session's CSRF check
-        return OpenAIError(exc.status, exc.message, headers=headers)
-    if exc.code not in _ERROR_TABLE:
-        return OpenAIError(exc.status, exc.message, "server_error" if exc.status >= 500 else "invalid_request_error",
-                           headers=headers)
-    status, type_, code = _ERROR_TABLE[exc.code]
-    message, param = exc.message, None
-    if exc.code == AUTHENTICATION:
-        message = "Incorrect or missing API key: send 'Authorization: Bearer <token>'."
-    elif exc.code == NO_SUCH_MODEL:
-        param = "model"
-    elif exc.code == CONTEXT_WINDOW:
-        param = prompt_param
-    elif exc.code == MODEL_UNAVAILABLE:
-        headers["x-should-retry"] = "false"  # absent weights do not come back within a client's retries
-    elif exc.code == INVALID_INPUT:
-        match = _FIELD_IN_MESSAGE.match(exc.message)
-        param = match.group(1) if match else None
-    return OpenAIError(status, message, type_, code, param, headers)
-
-
-def _invalid(message: str, param: str | None, code: str | None = None) -> OpenAIError:
-    return OpenAIError(400, message, code=code, param=param)
-
-
-# request bodies ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class CompletionRequest:
-    """A validated body: exactly one of ``prompt`` (raw, no chat template) or ``messages``."""
-
-    prompt: str | None
-    messages: list[dict[str, str]] | None
-    stream: bool
-    include_usage: bool
-    params: SamplingParams
-
-
-def _model_name(data: dict[str, Any]) -> str:
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise _invalid("You must provide a model parameter (a catalog name such as "
-                       "'@cf/huggingfacetb/smollm2-135m-instruct').", "model")
-    return model
-
-
-def _reject_unless(data: dict[str, Any], field: str, allowed: tuple[Any, ...]) -> None:
-    """400 ``unsupported_parameter`` when ``field`` is set to something we cannot honour."""
-    value = data.get(field)
-    if value is not None and not any(value == a and type(value) is type(a) for a in allowed):
-        raise _invalid(f"'{field}' is not supported by this server.", field, "unsupported_parameter")
-
-
-def _stream_flags(data: dict[str, Any]) -> tuple[bool, bool]:
-    """(stream, include_usage) from ``stream`` and ``stream_options``."""
-    stream = data.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise _invalid("'stream' must be a boolean", "stream")
-    options = data.get("stream_options")
-    if options is None:
-        return bool(stream), False
-    if not stream:
-        raise _invalid("'stream_options' is only allowed when 'stream' is true", "stream_options")
-    if not isinstance(options, dict):
-        raise _invalid("'stream_options' must be an object", "stream_options")
-    include_usage = options.get("include_usage", False)
-    if include_usage is not None and not isinstance(include_usage, bool):
-        raise _invalid("'stream_options.include_usage' must be a boolean", "stream_options.include_usage")
-    return True, bool(include_usage)
-
-
-def _params(data: dict[str, Any], entry: CatalogEntry, default_max_tokens: int,
-            token_fields: tuple[str, ...]) -> SamplingParams:
-    """Sampling settings at OpenAI's defaults; ``token_fields`` are the accepted names of the output budget."""
-    n = data.get("n")
-    if n is not None and (isinstance(n, bool) or n != 1):
-        raise _invalid("Only 'n' = 1 is supported", "n", "unsupported_value")
-    present = [f for f in token_fields if data.get(f) is not None]
-    if len(present) > 1:
-        raise _invalid(f"Set only one of {' and '.join(repr(f) for f in present)}", present[-1])
-    return sampling_params(data, entry.max_output_tokens, default_max_tokens=default_max_tokens,
-                           max_tokens_field=present[0] if present else token_fields[0],
-                           default_temperature=OPENAI_DEFAULT_TEMPERATURE)
-
-
-def _text_content(value: Any, field: str) -> Any:
-    """A message's content: a string, or a list of ``{"type": "text", "text"}`` parts joined."""
-    if not isinstance(value, list):
-        return value
-    texts = []
-    for i, part in enumerate(value):
-        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise _invalid(f"'{field}[{i}]' must be a text part ({{\"type\": \"text\", \"text\": ...}}); "
-                           "other content types are not supported", field, "unsupported_value")
-        texts.append(part["text"])
-    return "".join(texts)
-
-
-def parse_chat_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequest:
-    """Validate a ``/v1/chat/completions`` body against ``entry``'s limits; raises ApiError/OpenAIError (400).
-
-    Without a budget the answer may use the model's whole ``max_output_tokens`` (as OpenAI does).
-    ``developer`` messages count as ``system``; text content parts are joined.
-    """
-    for field in ("tools", "functions"):
-        _reject_unless(data, field, ([],))
-    _reject_unless(data, "logprobs", (False,))
-    _reject_unless(data, "top_logprobs", (0,))
-    _reject_unless(data, "logit_bias", ({},))
-    response_format = data.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise _invalid("Only the 'text' response_format is supported", "response_format", "unsupported_value")
-    raw_messages = data.get("messages")
-    if isinstance(raw_messages, list):
-        raw_messages = [
-            {**m, "role": "system" if m.get("role") == "developer" else m.get("role"),
-             "content": _text_content(m.get("content"), f"messages[{i}].content")} if isinstance(m, dict) else m
-            for i, m in enumerate(raw_messages)
-        ]
-    messages = parse_messages(raw_messages)
-    stream, include_usage = _stream_flags(data)
-    params = _params(data, entry, entry.max_output_tokens, ("max_completion_tokens", "max_tokens"))
-    return CompletionRequest(None, messages, stream, include_usage, params)
-
-
-def parse_text_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequest:
-    """Validate a ``/v1/completions`` body; ``prompt`` is one non-empty string (or a list of one)."""
-    _reject_unless(data, "echo", (False,))
-    _reject_unless(data, "suffix", ("",))
-    _reject_unless(data, "best_of", (1,))
-    _reject_unless(data, "logprobs", (0,))
-    _reject_unless(data, "logit_bias", ({},))
-    prompt = data.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str) or not prompt:
-        raise _invalid("'prompt' must be a non-empty string (or a list of exactly one)", "prompt")
-    stream, include_usage = _stream_flags(data)
-    params = _params(data, entry, COMPLETIONS_DEFAULT_MAX_TOKENS, ("max_tokens",))
-    return CompletionRequest(prompt, None, stream, include_usage, params)
 
 
 # response shapes ---------------------------------------------------------------------
@@ -317,7 +111,7 @@ async def list_models(request: HttpRequest, *, principal: Principal) -> HttpResp
 @api_view("GET", envelope="openai", rate_limited=True)
 async def retrieve_model(request: HttpRequest, model: str, *, principal: Principal) -> HttpResponseBase:
     """``GET /v1/models/<id>`` (the client's ``models.retrieve``)."""
-    entry = await services.resolve_entry(model)
+    entry = await resolve_entry(model)
     return JsonResponse(_model_json(entry))
 
 
@@ -350,28 +144,24 @@ async def _serve(request: HttpRequest, principal: Principal, shape: type[_Shape]
     created = int(time.time())
     try:
         data = read_json_body(request)
-        entry = await services.resolve_entry(_model_name(data))
+        entry = await resolve_entry(model_name(data))
         body = shape.parse(data, entry)
-        engine = await services.get_engine(entry)
-        ids = await services.encode(engine, prompt=body.prompt, messages=body.messages, raw=body.prompt is not None)
-        if not ids:
-            raise _invalid(f"'{shape.prompt_param}' encodes to no tokens", shape.prompt_param)
-        services.check_context(len(ids), entry.context_length)
-        stream = engine.submit(ids, body.params, log_tag=principal.label)
+        stream = await submit(principal, entry, "openai", body.params, prompt=body.prompt, messages=body.messages,
+                              raw=body.prompt is not None, prompt_field=shape.prompt_param)
     except (ApiError, InferenceError, OpenAIError) as exc:
         return to_openai(exc, shape.prompt_param).response()
 
     head = {"id": f"{shape.id_prefix}{stream.request_id}", "object": shape.object, "created": created,
             "model": entry.name}
     if body.stream:
-        return sse_response(_events(stream, principal, entry, shape, {**head, "object": shape.chunk_object},
+        return sse_response(_events(stream, shape, {**head, "object": shape.chunk_object},
                                     body.include_usage))
     try:
         text = await stream.text()
     except GenerationFailed:
         return OpenAIError(500, "Generation failed", "server_error").response()
     finally:
-        services.record_usage_when_finished(stream, principal, entry.name, "openai")
+        stream.abort()  # no-op when finished; frees the batch slot when the client left
     finish_reason = _finish_reason(stream.finished)
     if stream.finished is None or finish_reason is None:
         return OpenAIError(503, "The request was interrupted; please retry.", "server_error").response()
@@ -379,7 +169,7 @@ async def _serve(request: HttpRequest, principal: Principal, shape: type[_Shape]
                          "usage": stream.finished.usage.as_dict()}, json_dumps_params={"ensure_ascii": False})
 
 
-async def _events(stream: RequestStream, principal: Principal, entry: CatalogEntry, shape: type[_Shape],
+async def _events(stream: RequestStream, shape: type[_Shape],
                   head: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
     """Chunks (one per text piece), a closing chunk with ``finish_reason``, the usage chunk when
     asked for, then ``[DONE]``. Leaving early (client gone) aborts the request."""
@@ -405,5 +195,4 @@ async def _events(stream: RequestStream, principal: Principal, entry: CatalogEnt
         yield event(OpenAIError(500, "Generation failed", "server_error").as_dict())
     finally:
         stream.abort()  # no-op when finished; frees the batch slot when the client left
-        services.record_usage_when_finished(stream, principal, entry.name, "openai")
 

@@ -7,8 +7,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from inference import pool
 
-from .. import services
 from ..auth import BearerTokenAuthentication
+from ..catalog import default_model_name
 from ..errors import ApiError, authentication_error
 
 _LOCAL = {"127.0.0.1", "::1", "localhost"}
@@ -20,7 +20,7 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 
 async def readyz(request: HttpRequest) -> HttpResponse:
     """200 once the default model is loaded, 503 before (or when it cannot load)."""
-    name = await sync_to_async(services.default_model_name)()
+    name = await sync_to_async(default_model_name)()
     if name and pool.is_loaded(name):
         return JsonResponse({"status": "ready", "model": name})
     reason = pool.failure(name) if name else "no default model in the catalog"

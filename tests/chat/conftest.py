@@ -43,9 +43,9 @@ async def drain_background() -> Any:
     """Let detached work (usage records, chat generations) end inside its own test, so it
     never writes while the next test flushes the database."""
     yield
-    from chat import services
+    from chat import background
 
-    await services.drain_background()
+    await background.drain_background()
 
 
 @pytest.fixture(autouse=True)

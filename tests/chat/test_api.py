@@ -6,7 +6,7 @@ import json
 import pytest
 from django.test import AsyncClient, override_settings
 
-from chat import services
+from chat import background
 from chat.models import UsageRecord
 from inference import pool
 from inference.errors import QueueFull
@@ -166,7 +166,7 @@ async def test_raw_prompt_skips_the_chat_template(client) -> None:  # type: igno
 
 async def test_usage_is_recorded_against_the_token(client) -> None:  # type: ignore[no-untyped-def]
     body = (await post(client, {"prompt": "hi", "max_tokens": 4})).json()["result"]
-    await services.drain_background()
+    await background.drain_background()
     record = await UsageRecord.objects.select_related("token").alatest("created_at")
     assert record.token is not None and record.endpoint == "native"
     assert (record.prompt_tokens, record.completion_tokens) == (body["usage"]["prompt_tokens"],

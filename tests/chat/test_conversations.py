@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 
-from chat import services
+from chat import background
 from chat.models import ApiToken, CatalogEntry, Conversation, Message, UsageRecord
 from inference import pool
 from tests.chat.conftest import BearerClient
@@ -72,7 +72,7 @@ async def test_a_turn_streams_and_persists_the_answer_with_stats(client) -> None
     assert int(events[-2][0]) == len(m.content)  # ids are character offsets
     c = await Conversation.objects.aget(pk=cid)
     assert c.title == "Where is Paris?"
-    await services.drain_background()
+    await background.drain_background()
     assert await UsageRecord.objects.filter(endpoint="chat").acount() == 1
 
 
@@ -189,7 +189,7 @@ async def test_a_long_conversation_sends_only_what_fits_and_marks_the_rest(clien
     assert messages[first_in].role == "user"  # the kept window starts with a user turn
     # the prompt really is system prompt + the kept messages
     history = [{"role": m.role, "content": m.content} for m in messages[:-1]]
-    fitted = services.fit_history(loaded, "You are a pirate named Zed.", history, 160 - 32)
+    fitted = loaded.fit_history("You are a pirate named Zed.", history, 160 - 32)
     prompt = loaded.tokenizer.decode(fitted.token_ids)
     assert "pirate named Zed" in prompt and "What is your name?" in prompt and "Question 0" not in prompt
     assert fitted.first_included == first_in

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.test import AsyncClient, override_settings
 
-from chat import services
+from chat import background
 from chat.models import ApiToken, CatalogEntry, UsageRecord
 from inference import pool
 from inference.errors import QueueFull
@@ -296,7 +296,7 @@ async def test_wrong_method_is_405(client, method, url) -> None:  # type: ignore
 # bookkeeping --------------------------------------------------------------------------
 async def test_usage_is_recorded_as_openai(client) -> None:  # type: ignore[no-untyped-def]
     usage = (await post(client, chat(max_tokens=3))).json()["usage"]
-    await services.drain_background()
+    await background.drain_background()
     record = await UsageRecord.objects.select_related("token").alatest("created_at")
     assert record.token is not None and record.endpoint == "openai" and record.model == MODEL
     assert (record.prompt_tokens, record.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
@@ -317,7 +317,7 @@ async def test_a_client_leaving_mid_stream_aborts_generation(client, loaded) -> 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await services.drain_background()
+    await background.drain_background()
     record = await UsageRecord.objects.alatest("created_at")
     assert record.finish_reason == "abort" and record.completion_tokens < 400
     assert loaded.num_running == 0

@@ -16,7 +16,7 @@ from django.test import AsyncClient, Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from chat import services
+from chat import background
 from chat.models import ApiToken, UsageRecord
 from inference import pool
 from tests.chat.conftest import BearerClient
@@ -111,7 +111,7 @@ async def test_usage_shows_in_admin_with_the_right_counts(engine) -> None:  # ty
     secret, _ = await sync_to_async(make)()
     client = BearerClient(secret)
     usages = [(await run(client, max_tokens=3)).json()["result"]["usage"] for _ in range(3)]
-    await services.drain_background()
+    await background.drain_background()
     prompt = sum(u["prompt_tokens"] for u in usages)
     completion = sum(u["completion_tokens"] for u in usages)
 

@@ -1,0 +1,31 @@
+"""The one submit path of the native and OpenAI APIs: encode, check, submit, record.
+
+Views validate their own body shapes, then hand the prompt here; usage is recorded once
+the request ends however it ends (finished, aborted because the client left, failed).
+"""
+from __future__ import annotations
+
+import asyncio
+
+from inference import RequestStream, SamplingParams, check_context
+
+from .auth import Principal
+from .catalog import get_engine
+from .errors import invalid
+from .models import CatalogEntry
+from .usage import record_usage_when_finished
+
+
+async def submit(principal: Principal, entry: CatalogEntry, endpoint: str, params: SamplingParams, *,
+                 prompt: str | None = None, messages: list[dict[str, str]] | None = None, raw: bool = False,
+                 prompt_field: str = "prompt") -> RequestStream:
+    """Start a generation on ``entry``'s engine; raises ``ApiError``/``InferenceError``
+    before any work (unavailable model, empty or too long prompt, full queue)."""
+    engine = await get_engine(entry)
+    ids = await asyncio.to_thread(engine.encode, prompt=prompt, messages=messages, raw=raw)
+    if not ids:
+        raise invalid(f"'{prompt_field}' encodes to no tokens")
+    check_context(len(ids), entry.context_length)
+    stream = engine.submit(ids, params, log_tag=principal.label)
+    record_usage_when_finished(stream, principal, entry.name, endpoint)
+    return stream
