@@ -82,6 +82,10 @@ class ApiToken(models.Model):
     rate_limit_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Requests per minute; empty for no limit"
     )
+    max_concurrent_generations = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Generations this token may run at once; empty for the server default (GENERATIONS_PER_PRINCIPAL)",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -11,7 +11,10 @@ django_application = get_asgi_application()
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from chat.asgi_limits import limit_requests  # noqa: E402
 from chat.catalog import start_preload  # noqa: E402
+from chat.turns import resume_interrupted  # noqa: E402
 
-application = ASGIStaticFilesHandler(django_application)
+application = limit_requests(ASGIStaticFilesHandler(django_application))
 start_preload()
+resume_interrupted()

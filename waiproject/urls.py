@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from chat.views import api, openai_api, ops
+from chat.views import api, docs, openai_api, ops
 
 urlpatterns = [
     path("ai/run/<path:model>", api.run, name="ai-run"),
@@ -14,6 +14,8 @@ urlpatterns = [
     path("v1/models/<path:model>", openai_api.retrieve_model, name="openai-model"),
     path("v1/chat/completions", openai_api.chat_completions, name="openai-chat-completions"),
     path("v1/completions", openai_api.completions, name="openai-completions"),
+    path("openapi.json", docs.openapi_json, name="openapi"),
+    path("docs", docs.reference, name="api-reference"),
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),
