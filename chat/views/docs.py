@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 
 def openapi_json(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"openapi": "3.1.0", "info": {"title": "Workers AI (self-hosted)", "version": "0"}, "paths": {}})
+    return JsonResponse({"openapi": "3.1.0", "info": {"title": "Workers AI", "version": "0"}, "paths": {}})
 
 
 def reference(request: HttpRequest) -> HttpResponse:
