@@ -7,7 +7,7 @@ PORT   ?= 8000
 TORCH_SPEC ?= torch==2.13.0
 SETUP_STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench soak lint clean
 
 setup: $(SETUP_STAMP)
 
@@ -23,7 +23,7 @@ $(SETUP_STAMP): pyproject.toml Makefile scripts/install-chromium.sh
 
 run: setup
 	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) waiproject.asgi:application
+	$(BIN)/python -m waiproject.serve --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -31,6 +31,10 @@ test: setup
 bench: setup
 	$(BIN)/python manage.py migrate --no-input -v0
 	$(BIN)/python manage.py bench $(BENCH_ARGS)
+
+soak: setup
+	$(BIN)/python manage.py migrate --no-input -v0
+	$(BIN)/python manage.py soak $(SOAK_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -11,6 +11,6 @@ with the ratio ours/peer.
 - ``naive``: the plain-transformers baseline (one ``generate`` per request, per thread)
 - ``machine``: banner info, the other-processes CPU meter, process memory
 - ``report``: figures, ratios, acceptance and the printed tables (pure)
-- ``server``: daphne started by bench, with a temporary API token
+- ``server``: server started by bench, with a temporary API token
 - ``cli``: options and the order of the run
 """

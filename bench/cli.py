@@ -207,12 +207,12 @@ def _run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
 
         with tempfile.TemporaryDirectory(prefix="wai-bench-") as tmp, temporary_token() as secret:
             log_path = Path(options["server_log"]) if options["server_log"] else Path(tmp) / "server.log"
-            err("starting daphne and waiting for /readyz ...")
+            err("starting the server and waiting for /readyz ...")
             started = time.monotonic()
             with started_server(log_path, Path(dj.BASE_DIR), options["ready_timeout"]) as server:
                 err(f"server ready in {time.monotonic() - started:.1f}s")
                 try:
-                    measure(Target("ours", server.url, model, secret, server.pid), "daphne started by bench")
+                    measure(Target("ours", server.url, model, secret, server.pid), "server started by bench")
                 except Exception:
                     err(f"server log (tail):\n{server.log_tail()}")
                     raise

@@ -1,4 +1,4 @@
-"""Our server under test when bench starts it: ``daphne`` on a free port with the current
+"""Our server under test when bench starts it: ``python -m waiproject.serve`` (uvicorn) on a free port with the current
 environment and database, and a temporary API token that is deleted afterwards."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``daphne`` serving this project in a subprocess (current environment and database)."""
+    """The project's server in a subprocess (current environment and database)."""
 
     def __init__(self, log_path: Path, cwd: Path) -> None:
         self.port = free_port()
@@ -42,7 +42,7 @@ class ServerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "waiproject.asgi:application"],
+            [sys.executable, "-m", "waiproject.serve", "--port", str(self.port)],
             cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
         )
 

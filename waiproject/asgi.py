@@ -1,5 +1,6 @@
-"""ASGI entry point (daphne). Serves static files itself and starts loading the
-preloaded models in the background, so /readyz turns 200 when they are ready."""
+"""ASGI entry point (``python -m waiproject.serve`` runs it under uvicorn). Serves static
+files itself, starts loading the preloaded models in the background (/readyz turns 200
+when they are ready), and resumes answers a crash cut short."""
 from __future__ import annotations
 
 import os
