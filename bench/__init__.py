@@ -13,4 +13,7 @@ with the ratio ours/peer.
 - ``report``: figures, ratios, acceptance and the printed tables (pure)
 - ``server``: server started by bench, with a temporary API token
 - ``cli``: options and the order of the run
+- ``soak``: the soak behind ``make soak`` (many clients for minutes, hang-ups, bad requests,
+  chat turns through a logged-in session, server RSS sampled)
+- ``soak_report``: what a complete answer is, the RSS judgment, the soak's table (pure)
 """

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncDay
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from .catalog import unavailable
@@ -34,9 +36,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_filter = ("revoked_at",)
     search_fields = ("name", "prefix", "owner__username")
     readonly_fields = ("prefix", "created_at", "last_used_at")
-    fields = ("name", "owner", "prefix", "expires_at", "rate_limit_per_minute", "revoked_at", "created_at",
-              "last_used_at")
+    fields = ("name", "owner", "prefix", "expires_at", "rate_limit_per_minute", "max_concurrent_generations",
+              "revoked_at", "created_at", "last_used_at")
     actions = ("revoke",)
+    # save_model -> response_add within one request; keyed by request so requests on
+    # other threads never see each other's secret.
+    _new_secrets: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiToken]:
         return super().get_queryset(request).annotate(
@@ -48,10 +53,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return obj._total or 0
 
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
-        secret = None if change else obj.set_new_secret()
+        if not change:
+            self._new_secrets[request] = obj.set_new_secret()
         super().save_model(request, obj, form, change)
-        if secret:
-            messages.warning(request, f"Token created. Copy the secret now, it will not be shown again: {secret}")
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:
+        """Show the new secret in this response only: it is in no cookie, session or log."""
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "token": obj,
+                   "secret": self._new_secrets.pop(request), "title": "API token created"}
+        return TemplateResponse(request, "admin/chat/apitoken/secret.html", context)  # admin pages are no-store
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 async def resolve_entry(name: str) -> CatalogEntry:
     """The enabled catalog row called ``name``; raises the 400/5007 ``ApiError``."""
-    entry = await CatalogEntry.objects.filter(name=name, is_enabled=True).afirst()
+    entry = None if "\x00" in name else await CatalogEntry.objects.filter(name=name, is_enabled=True).afirst()
     if entry is None:
         raise from_inference(ModelNotFound(name))
     return entry

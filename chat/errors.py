@@ -17,6 +17,9 @@ TOO_LARGE = 3006
 RATE_LIMITED = 3036
 CAPACITY = 3040
 INTERNAL = 3043
+TIMEOUT = 3007  # Workers AI's "Request timeout"
+NO_ROUTE = 7000  # Cloudflare API: no route for that URI
+METHOD_NOT_ALLOWED = 7001  # Cloudflare API: method not allowed for this route
 
 
 class ApiError(Exception):

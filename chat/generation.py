@@ -1,7 +1,8 @@
 """The one submit path of the native and OpenAI APIs: encode, check, submit, record.
 
-Views validate their own body shapes, then hand the prompt here; usage is recorded once
-the request ends however it ends (finished, aborted because the client left, failed).
+Views validate their own body shapes, then hand the prompt here. Each generation holds one
+of its principal's generation slots (``chat.limits``), and its usage is recorded, once it
+ends however it ends (finished, aborted because the client left, failed).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from inference import RequestStream, SamplingParams, check_context
 from .auth import Principal
 from .catalog import get_engine
 from .errors import invalid
+from .limits import generation_slot
 from .models import CatalogEntry
 from .usage import record_usage_when_finished
 
@@ -20,12 +22,15 @@ async def submit(principal: Principal, entry: CatalogEntry, endpoint: str, param
                  prompt: str | None = None, messages: list[dict[str, str]] | None = None, raw: bool = False,
                  prompt_field: str = "prompt") -> RequestStream:
     """Start a generation on ``entry``'s engine; raises ``ApiError``/``InferenceError``
-    before any work (unavailable model, empty or too long prompt, full queue)."""
-    engine = await get_engine(entry)
-    ids = await asyncio.to_thread(engine.encode, prompt=prompt, messages=messages, raw=raw)
-    if not ids:
-        raise invalid(f"'{prompt_field}' encodes to no tokens")
-    check_context(len(ids), entry.context_length)
-    stream = engine.submit(ids, params, log_tag=principal.label)
+    before any work (too many generations of this principal, unavailable model, empty or
+    too long prompt, full queue)."""
+    async with generation_slot(principal.user, principal.token) as slot:
+        engine = await get_engine(entry)
+        ids = await asyncio.to_thread(engine.encode, prompt=prompt, messages=messages, raw=raw)
+        if not ids:
+            raise invalid(f"'{prompt_field}' encodes to no tokens")
+        check_context(len(ids), entry.context_length)
+        stream = engine.submit(ids, params, log_tag=principal.label)
+        slot.release_when_finished(stream)
     record_usage_when_finished(stream, principal, entry.name, endpoint)
     return stream

@@ -84,7 +84,7 @@ class ApiToken(models.Model):
     )
     max_concurrent_generations = models.PositiveIntegerField(
         null=True, blank=True,
-        help_text="Generations this token may run at once; empty for the server default (GENERATIONS_PER_PRINCIPAL)",
+        help_text="Generations this token may run at once; 0 for no limit; empty for the server default",
     )
 
     class Meta:
@@ -182,11 +182,24 @@ class Message(models.Model):
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_second = models.FloatField(null=True, blank=True)
     in_context = models.BooleanField(default=True, help_text="Was part of the prompt of the latest answer")
+    # what an answer was asked with, so that one cut by a crash or restart can be resumed
+    model = models.CharField(max_length=200, blank=True, help_text="The model that writes the answer")
+    sampling = models.JSONField(null=True, blank=True, help_text="The answer's sampling settings")
+    token = models.ForeignKey(ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                              help_text="The API token that asked for the answer (its usage is charged to it)")
+    # who generates a streaming answer (see chat/leases.py)
+    worker = models.CharField(max_length=100, blank=True, help_text="The process generating the answer")
+    lease_expires = models.DateTimeField(null=True, blank=True, help_text="Unless renewed, the answer is orphaned then")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(  # one turn at a time, however many workers take posts
+                fields=["conversation"], condition=models.Q(state="streaming"), name="one_streaming_answer",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"

@@ -19,6 +19,7 @@ from .errors import (
     MODEL_UNAVAILABLE,
     NO_SUCH_MODEL,
     RATE_LIMITED,
+    TIMEOUT,
     TOO_LARGE,
     ApiError,
     from_inference,
@@ -64,6 +65,7 @@ _ERROR_TABLE: dict[int, tuple[int, str, str | None]] = {
     RATE_LIMITED: (429, "requests", "rate_limit_exceeded"),
     CAPACITY: (429, "server_error", "server_overloaded"),
     INVALID_INPUT: (400, "invalid_request_error", None),
+    TIMEOUT: (408, "invalid_request_error", "request_timeout"),
 }
 _FIELD_IN_MESSAGE = re.compile(r"^'([^']+)'")
 

@@ -117,7 +117,7 @@ def unavailable_reason(spec: ModelSpec, allow_downloads: bool = False) -> str | 
             return f"weights not found: package {module} with {ref.partition('/')[2]} is not installed"
         return None
     if kind == "path":
-        return None if Path(ref).exists() else f"weights not found at {ref}"
+        return None if Path(ref).exists() else "weights not found: the entry's path does not exist on this server"
     if kind == "hf":
         if hf_local_snapshot(ref) is not None or allow_downloads:
             return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -32,6 +33,7 @@ from .scheduler import Scheduler, SchedulerOutput
 from .sequence import RequestStatus, SamplingParams, Sequence
 
 logger = logging.getLogger(__name__)
+GIL_SWITCH_INTERVAL = 0.0005  # seconds; see Engine.__init__
 
 
 class _StepTimer:
@@ -81,6 +83,12 @@ class Engine:
         # labelled children looked up once: the per-token path only observes
         self._ttft = metrics.TIME_TO_FIRST_TOKEN.labels(self.name)
         self._itl = metrics.INTER_TOKEN_LATENCY.labels(self.name)
+        # The worker releases the GIL for every torch op (hundreds per step) and must get it
+        # back each time; with CPython's default 5 ms switch interval, busy Python threads
+        # (the event loop serving many streams, database work) make each handback wait up to
+        # 5 ms, and a 16-row step was seen taking a second. A short interval bounds the wait.
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(loaded,), name=f"engine-{spec.name}", daemon=True)

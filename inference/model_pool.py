@@ -93,7 +93,7 @@ class ModelPool:
                 engine = Engine(spec, load, settings)
             except Exception as exc:  # noqa: BLE001 - any load failure makes it unavailable
                 logger.exception("loading %s failed", spec.name)
-                self._failures[spec.name] = f"failed to load: {type(exc).__name__}: {exc}"
+                self._failures[spec.name] = "failed to load (details in the server log)"
                 raise ModelUnavailable(spec.name, self._failures[spec.name]) from exc
             self._failures.pop(spec.name, None)
             self._engines[spec.name] = engine

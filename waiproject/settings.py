@@ -4,8 +4,10 @@
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -60,25 +62,57 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept in var/."""
-    key = os.environ.get("SECRET_KEY")
-    if key:
-        return key
-    path = VAR_DIR / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(50)
-    path.write_text(key)
-    path.chmod(0o600)
-    return key
+def env_networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated CIDRs (``10.0.0.0/8,::1/128``); a bare address is a /32 or /128."""
+    try:
+        return [ipaddress.ip_network(item) for item in env_list(name, default)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
 
 
-SECRET_KEY = _secret_key()
+def read_or_create_secret_key(path: Path) -> str:
+    """The key kept in ``path``, created on first use with mode 0600.
+
+    Workers starting together race here, so the key is written to a private temporary file
+    and hard-linked into place, which fails if another worker got there first: the file
+    appears whole or not at all, and every worker ends up reading the same key.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(50))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another worker won; use its key
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("SECRET_KEY", "") or read_or_create_secret_key(VAR_DIR / "secret_key")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Probes and local scrapers talk plain HTTP to the server itself.
+    SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Preloading is a commitment to HTTPS for the whole domain that only its owner can make.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 INSTALLED_APPS = [
     "daphne",
@@ -99,6 +133,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chat.throttle.login_throttle_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -150,6 +185,11 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10000}}}
 
+# Sign-in (login page and admin) is refused without checking the password after
+# LOGIN_THROTTLE_ATTEMPTS failures for one username from one address within the window.
+AUTHENTICATION_BACKENDS = ["chat.throttle.ThrottledModelBackend"]
+LOGIN_THROTTLE_ATTEMPTS = env_int("LOGIN_THROTTLE_ATTEMPTS", 5, minimum=1)
+LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 900, minimum=1)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -172,7 +212,17 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
 # Django refuses to read bodies past this; keep it above ours so we answer 413/3006.
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES + 1024
-METRICS_ALLOW_LOCALHOST = env_bool("METRICS_ALLOW_LOCALHOST", True)
+# A body must arrive completely within this many seconds (slow or stalled uploads get 408).
+REQUEST_BODY_TIMEOUT = env_int("REQUEST_BODY_TIMEOUT", 30, minimum=1)
+# Fair share: generations one token or user may run at once (0: no limit; a token's own
+# "max concurrent generations" overrides it), and chat messages a browser session may post
+# per minute (0: no limit).
+GENERATIONS_PER_PRINCIPAL = env_int("GENERATIONS_PER_PRINCIPAL", 4, minimum=0)
+SESSION_RATE_LIMIT_PER_MINUTE = env_int("SESSION_RATE_LIMIT_PER_MINUTE", 30, minimum=0)
+# /metrics without a token: clients whose REMOTE_ADDR is in these networks (proxy headers are
+# trusted only from FORWARDED_ALLOW_IPS; see waiproject/serve.py). Anyone else needs a staff
+# user's API token.
+METRICS_ALLOW_CIDRS = env_networks("METRICS_ALLOW_CIDRS", "127.0.0.1/32,::1/128")
 
 # Inference ---------------------------------------------------------------------
 # Defaults and parsing live in one place, ``InferenceSettings``; the chat app hands this to the pool.

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='apitoken',
             name='max_concurrent_generations',
-            field=models.PositiveIntegerField(blank=True, help_text='Generations this token may run at once; empty for the server default (GENERATIONS_PER_PRINCIPAL)', null=True),
+            field=models.PositiveIntegerField(blank=True, help_text='Generations this token may run at once; 0 for no limit; empty for the server default', null=True),
         ),
     ]

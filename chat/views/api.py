@@ -4,14 +4,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from django.http import HttpRequest
+from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from inference import GenerationFailed, RequestStream
 
 from ..auth import Principal
 from ..catalog import resolve_entry, unavailable
-from ..errors import INTERNAL, ApiError, success_response
+from ..errors import INTERNAL, ApiError, envelope, invalid, success_response
 from ..generation import submit
 from ..models import CatalogEntry
 from ..sse import DONE, event, sse_response
@@ -19,6 +19,8 @@ from ..validation import parse_run_body, read_json_body
 from .door import api_view
 
 logger = logging.getLogger(__name__)
+MODELS_PER_PAGE = 50
+MAX_MODELS_PER_PAGE = 100
 
 
 @api_view("POST", rate_limited=True)
@@ -61,9 +63,14 @@ async def _stream_events(stream: RequestStream) -> AsyncIterator[str]:
 
 @api_view("GET", authenticated=False)
 async def models_search(request: HttpRequest, account_id: str | None = None) -> HttpResponseBase:
-    """The catalog, Workers AI-shaped, with availability."""
+    """The catalog, Workers AI-shaped, with availability; paged like Cloudflare's API
+    (``page`` from 1, ``per_page`` up to 100; past the end the result is empty)."""
+    page = _positive_int(request.GET.get("page"), "page", 1)
+    per_page = min(_positive_int(request.GET.get("per_page"), "per_page", MODELS_PER_PAGE), MAX_MODELS_PER_PAGE)
+    entries = CatalogEntry.objects.filter(is_enabled=True).order_by("name")
+    total = await entries.acount()
     result = []
-    async for entry in CatalogEntry.objects.filter(is_enabled=True).order_by("name"):
+    async for entry in entries[(page - 1) * per_page : page * per_page]:
         reason = unavailable(entry)
         result.append({
             "id": entry.name,
@@ -79,4 +86,13 @@ async def models_search(request: HttpRequest, account_id: str | None = None) -> 
             "unavailable_reason": reason,
             "default": entry.is_default,
         })
-    return success_response(result)
+    info = {"page": page, "per_page": per_page, "count": len(result), "total_count": total}
+    return JsonResponse({**envelope(result), "result_info": info}, json_dumps_params={"ensure_ascii": False})
+
+
+def _positive_int(raw: str | None, name: str, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and int(raw) >= 1):
+        raise invalid(f"'{name}' must be a positive integer")
+    return int(raw)

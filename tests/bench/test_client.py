@@ -8,11 +8,7 @@ import httpx
 import pytest
 
 from bench.client import Target, chat_body, normalize_base_url, parse_chunk, percentile, stream_chat
-
-
-def sse(*payloads: Any) -> bytes:
-    """An OpenAI stream: one ``data:`` event per payload (dicts as JSON, strings as they are)."""
-    return b"".join(f"data: {p if isinstance(p, str) else json.dumps(p)}\n\n".encode() for p in payloads)
+from tests.support.sse import DONE, encode_sse
 
 
 def delta(text: str) -> dict[str, Any]:
@@ -65,8 +61,9 @@ def test_parse_chunk() -> None:
 
 async def test_stream_chat_times_pieces_and_reads_usage() -> None:
     seen: list[dict[str, Any]] = []
-    body = sse(delta(""), delta("Hello"), delta(" world"), {"choices": [{"delta": {}, "finish_reason": "length"}]},
-               {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}, "[DONE]")
+    closing = {"choices": [{"delta": {}, "finish_reason": "length"}]}
+    body = encode_sse(delta(""), delta("Hello"), delta(" world"), closing,
+                      {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}, DONE)
     async with client_for(body, seen=seen) as client:
         r = await stream_chat(client, TARGET, MESSAGES, 3, 0, 10)
     assert r.error is None and r.text == "Hello world"
@@ -78,15 +75,15 @@ async def test_stream_chat_times_pieces_and_reads_usage() -> None:
 
 
 async def test_stream_chat_without_usage_counts_chunks() -> None:
-    async with client_for(sse(delta("a"), delta("b"), "[DONE]")) as client:
+    async with client_for(encode_sse(delta("a"), delta("b"), DONE)) as client:
         r = await stream_chat(client, Target("peer", "http://test", "m"), MESSAGES, 3, 0, 10)
     assert r.error is None and r.completion_tokens == 2 and not r.usage_reported
 
 
 @pytest.mark.parametrize(("body", "status", "expected"), [
     (b'{"error": {"message": "no"}}', 401, "HTTP 401"),
-    (sse(delta("a"), {"error": {"message": "Generation failed"}}), 200, "stream error: Generation failed"),
-    (sse(delta("a")), 200, "without [DONE]"),
+    (encode_sse(delta("a"), {"error": {"message": "Generation failed"}}), 200, "stream error: Generation failed"),
+    (encode_sse(delta("a")), 200, "without [DONE]"),
 ])
 async def test_stream_chat_errors(body: bytes, status: int, expected: str) -> None:
     async with client_for(body, status) as client:
@@ -96,6 +93,6 @@ async def test_stream_chat_errors(body: bytes, status: int, expected: str) -> No
 
 async def test_stream_chat_calls_on_piece() -> None:
     counts: list[int] = []
-    async with client_for(sse(delta("a"), delta("b"), "[DONE]")) as client:
+    async with client_for(encode_sse(delta("a"), delta("b"), DONE)) as client:
         await stream_chat(client, TARGET, MESSAGES, 3, 0, 10, on_piece=lambda r: counts.append(len(r.piece_times)))
     assert counts == [1, 2]

@@ -13,6 +13,7 @@ from bench.client import RequestResult, Target
 from bench.machine import memory_mb, parse_status_kb
 from bench.prompts import CHARS_PER_TOKEN, first_turn, long_prompt, prompt_for, story_text
 from bench.scenarios import BenchConfig, LevelResult, split_gaps
+from tests.support.sse import DONE, encode_sse
 
 
 def fake_server(monkeypatch: pytest.MonkeyPatch, answer: str = "one two") -> list[dict[str, Any]]:
@@ -27,8 +28,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch, answer: str = "one two") -> lis
         prompt_tokens = sum(len(m["content"]) for m in body["messages"]) // 4
         events = [{"choices": [{"delta": {"content": w + " "}}]} for w in words]
         events.append({"choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(words)}})
-        text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
-        return httpx.Response(200, content=text.encode(), headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, content=encode_sse(*events, DONE), headers={"content-type": "text/event-stream"})
 
     def make_client(concurrency: int, timeout: float) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.MockTransport(handler))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LiveServer
+from tests.support.server import LiveServer
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 USERS = {"alice": "alice-pass-4821", "bob": "bob-pass-9377"}

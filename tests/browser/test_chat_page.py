@@ -20,7 +20,8 @@ expect = pytest.importorskip("playwright.sync_api").expect
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"
+from tests.support import MODEL as DEFAULT_MODEL  # noqa: E402
+
 LIST_PROMPT = "Give me three tips for writing clean Python code, as a list."
 LONG_PROMPT = "Write a long story about a lighthouse keeper."
 SCREENSHOT_PROMPT = "What is the difference between a list and a tuple in Python? Show a short example."

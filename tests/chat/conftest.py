@@ -1,28 +1,19 @@
+"""Fixtures of the Django-side tests: a user with an API token and its client, the catalog
+seeded again after each flush, the real engine installed in the pool, or a guard that no
+engine is reached at all."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.test import AsyncClient
 
 from chat.models import ApiToken
-
-
-class BearerClient(AsyncClient):
-    """AsyncClient that sends ``Authorization: Bearer`` on every request.
-
-    (Django 5.2's AsyncClient mangles client-level ``headers=`` into ``Http-*``.)
-    """
-
-    def __init__(self, token: str | None = None, authorization: str | None = None) -> None:
-        super().__init__()
-        value = authorization or (f"Bearer {token}" if token else None)
-        self._auth = {"Authorization": value} if value else {}
-
-    def generic(self, *args: Any, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
-        return super().generic(*args, headers={**self._auth, **(headers or {})}, **kwargs)
+from inference import ModelSpec, ModelUnavailable, pool, unavailable_reason
+from tests.support import MODEL
+from tests.support.api import BearerClient
 
 
 @pytest.fixture
@@ -36,6 +27,36 @@ async def api_token(transactional_db) -> str:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def client(api_token: str) -> BearerClient:
     return BearerClient(api_token)
+
+
+@pytest.fixture
+def loaded(engine):  # type: ignore[no-untyped-def]
+    """The session's engine, serving ``MODEL`` from the pool."""
+    pool.set(MODEL, engine)
+    return engine
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if a request reaches an engine that could serve: what it checks must be
+    refused before any model is needed (so it runs, and runs fast, with no model loaded).
+    Models that cannot serve still answer 503 as they would."""
+    reached: list[str] = []
+
+    def get(spec: ModelSpec) -> Any:
+        reason = unavailable_reason(spec, pool.settings.allow_downloads)
+        if reason is None:
+            reached.append(spec.name)
+            raise AssertionError(f"the request reached the engine of {spec.name}")
+        raise ModelUnavailable(spec.name, reason)
+
+    async def aget(spec: ModelSpec) -> Any:
+        return get(spec)
+
+    monkeypatch.setattr(pool, "get", get)
+    monkeypatch.setattr(pool, "aget", aget)
+    yield
+    assert not reached, f"the test reached the engine of {reached}"  # even if a view caught the error
 
 
 @pytest.fixture(autouse=True)

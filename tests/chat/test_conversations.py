@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -11,39 +10,11 @@ from django.test import AsyncClient
 
 from chat import background
 from chat.models import ApiToken, CatalogEntry, Conversation, Message, UsageRecord
-from inference import pool
-from tests.chat.conftest import BearerClient
+from tests.support import MODEL
+from tests.support.api import BearerClient, new_conversation, send
+from tests.support.sse import read_sse
 
-MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model]
-
-
-@pytest.fixture(autouse=True)
-def loaded(engine):  # type: ignore[no-untyped-def]
-    pool.set(MODEL, engine)
-    return engine
-
-
-async def new_conversation(client: AsyncClient, **fields: str) -> int:
-    r = await client.post("/api/conversations", json.dumps(fields), content_type="application/json")
-    assert r.status_code == 201, r.content
-    return int(r.json()["result"]["id"])
-
-
-async def send(client: AsyncClient, cid: int, content: str, **extra: object):  # type: ignore[no-untyped-def]
-    return await client.post(f"/api/conversations/{cid}/messages", json.dumps({"content": content, **extra}),
-                             content_type="application/json")
-
-
-async def sse_events(response) -> list[tuple[str | None, str]]:  # type: ignore[no-untyped-def]
-    """(id, data) of each event until the stream ends."""
-    text = b"".join([c async for c in response.streaming_content]).decode()
-    out = []
-    for block in text.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
-        if "data" in fields:
-            out.append((fields.get("id"), fields["data"]))
-    return out
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.model, pytest.mark.usefixtures("loaded")]
 
 
 async def wait_state(message_id: int, timeout: float = 60) -> Message:
@@ -61,15 +32,15 @@ async def test_a_turn_streams_and_persists_the_answer_with_stats(client) -> None
     assert r.status_code == 201
     result = r.json()["result"]
     assert result["assistant_message"]["state"] == "streaming"
-    events = await sse_events(await client.get(result["stream_url"]))
-    assert events[-1][1] == "[DONE]"
-    final = json.loads(events[-2][1])
-    pieces = "".join(json.loads(d)["response"] for _, d in events[:-2])
+    events = await read_sse(await client.get(result["stream_url"]))
+    assert events[-1].done
+    final = events[-2].json()
+    pieces = "".join(e.json()["response"] for e in events[:-2])
     m = await wait_state(result["assistant_message"]["id"])
     assert m.state == "done" and pieces == m.content and m.content.strip()
     assert final["state"] == "done" and final["usage"]["completion_tokens"] == m.completion_tokens
     assert m.time_to_first_token_ms is not None and m.prompt_tokens
-    assert int(events[-2][0]) == len(m.content)  # ids are character offsets
+    assert int(events[-2].id) == len(m.content)  # ids are character offsets
     c = await Conversation.objects.aget(pk=cid)
     assert c.title == "Where is Paris?"
     await background.drain_background()
@@ -81,8 +52,8 @@ async def test_reconnecting_with_last_event_id_resumes_exactly(client) -> None: 
     result = (await send(client, cid, "Write a poem about rivers.", max_tokens=60, temperature=0)).json()["result"]
     m = await wait_state(result["assistant_message"]["id"])
     cut = len(m.content) // 2
-    events = await sse_events(await client.get(result["stream_url"], headers={"Last-Event-ID": str(cut)}))
-    resumed = "".join(json.loads(d)["response"] for _, d in events[:-2])
+    events = await read_sse(await client.get(result["stream_url"], headers={"Last-Event-ID": str(cut)}))
+    resumed = "".join(e.json()["response"] for e in events[:-2])
     assert m.content[:cut] + resumed == m.content
 
 
@@ -90,10 +61,10 @@ async def test_a_follower_attached_mid_answer_sees_it_continue_to_the_end(client
     cid = await new_conversation(client)
     result = (await send(client, cid, "Write a long story about a lighthouse.", max_tokens=80)).json()["result"]
     await asyncio.sleep(1.0)  # mid-answer
-    events = await sse_events(await client.get(result["stream_url"]))
-    text = "".join(json.loads(d)["response"] for _, d in events[:-2])
+    events = await read_sse(await client.get(result["stream_url"]))
+    text = "".join(e.json()["response"] for e in events[:-2])
     m = await wait_state(result["assistant_message"]["id"])
-    assert text == m.content and json.loads(events[-2][1])["state"] == "done"
+    assert text == m.content and events[-2].json()["state"] == "done"
 
 
 async def test_stop_cancels_on_the_server_and_keeps_the_partial_answer(client, loaded) -> None:  # type: ignore[no-untyped-def]
@@ -109,8 +80,8 @@ async def test_stop_cancels_on_the_server_and_keeps_the_partial_answer(client, l
     m = await wait_state(mid, timeout=10)
     assert m.state == "stopped" and m.completion_tokens < 400
     assert loaded.num_running == 0
-    events = await sse_events(await client.get(result["stream_url"]))
-    assert json.loads(events[-2][1])["state"] == "stopped" and events[-1][1] == "[DONE]"
+    events = await read_sse(await client.get(result["stream_url"]))
+    assert events[-2].json()["state"] == "stopped" and events[-1].done
 
 
 async def test_a_second_turn_while_streaming_is_refused_with_409(client) -> None:  # type: ignore[no-untyped-def]
@@ -141,23 +112,6 @@ async def test_another_users_conversation_answers_404(client) -> None:  # type: 
     await browser.alogin(username="bob", password="pw-bob-12345")
     assert (await browser.get(f"/c/{cid}")).status_code == 404
     await wait_state(mid)
-
-
-async def test_session_posts_need_the_csrf_token(api_token) -> None:  # type: ignore[no-untyped-def]
-    browser = AsyncClient(enforce_csrf_checks=True)
-    await browser.alogin(username="alice", password="pw-alice-123")
-    page = await browser.get("/")
-    assert page.status_code == 200
-    csrf = page.cookies["csrftoken"].value
-    r = await browser.post("/api/conversations", "{}", content_type="application/json")
-    assert r.status_code == 403
-    r = await browser.post("/api/conversations", "{}", content_type="application/json", headers={"X-CSRFToken": csrf})
-    assert r.status_code == 201
-
-
-async def test_the_page_requires_login() -> None:
-    r = await AsyncClient().get("/")
-    assert r.status_code == 302 and r["Location"].startswith("/accounts/login/")
 
 
 async def test_a_message_too_long_for_the_context_is_413_and_saves_nothing(client) -> None:  # type: ignore[no-untyped-def]
@@ -201,9 +155,9 @@ async def test_an_answer_orphaned_by_a_restart_is_finished_not_left_streaming(cl
     await Message.objects.acreate(conversation=conversation, role="user", content="hello")
     orphan = await Message.objects.acreate(conversation=conversation, role="assistant", content="Hal",
                                            state=Message.State.STREAMING)  # no process generates it
-    events = await sse_events(await client.get(f"/api/conversations/{cid}/messages/{orphan.pk}/stream"))
-    assert json.loads(events[0][1])["response"] == "Hal"
-    assert json.loads(events[-2][1])["state"] == "stopped" and events[-1][1] == "[DONE]"
+    events = await read_sse(await client.get(f"/api/conversations/{cid}/messages/{orphan.pk}/stream"))
+    assert events[0].json()["response"] == "Hal"
+    assert events[-2].json()["state"] == "stopped" and events[-1].done
     r = await send(client, cid, "Are you there?", max_tokens=4)
     assert r.status_code == 201  # the conversation is usable again
     await wait_state(r.json()["result"]["assistant_message"]["id"])

@@ -2,7 +2,6 @@
 limits, usage in admin; and the metrics endpoint."""
 from __future__ import annotations
 
-import json
 import re
 from datetime import timedelta
 from io import StringIO
@@ -18,11 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat import background
 from chat.models import ApiToken, UsageRecord
-from inference import pool
-from tests.chat.conftest import BearerClient
+from tests.support.api import NATIVE_URL, BearerClient, post_json
 
-MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"
-URL = f"/ai/run/{MODEL}"
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
@@ -34,8 +30,8 @@ def admin_client(transactional_db) -> Client:  # type: ignore[no-untyped-def]
     return c
 
 
-def run(client: AsyncClient, **body: object):  # type: ignore[no-untyped-def]
-    return client.post(URL, json.dumps({"prompt": "hi", "max_tokens": 2, **body}), content_type="application/json")
+async def run(client: AsyncClient, **body: object):  # type: ignore[no-untyped-def]
+    return await post_json(client, NATIVE_URL, {"prompt": "hi", "max_tokens": 2, **body})
 
 
 def test_create_api_token_command_prints_the_secret_on_its_last_line(transactional_db) -> None:  # type: ignore[no-untyped-def]
@@ -70,9 +66,8 @@ def test_admin_revokes_tokens_and_they_stop_working(admin_client: Client) -> Non
 
 
 @pytest.mark.model
-async def test_revoked_and_expired_tokens_get_401(engine) -> None:  # type: ignore[no-untyped-def]
-    pool.set(MODEL, engine)
-
+@pytest.mark.usefixtures("loaded")
+async def test_revoked_and_expired_tokens_get_401() -> None:
     def make() -> tuple[str, str, str]:
         u = get_user_model().objects.create_user("dave")
         ok = ApiToken.issue(u, "ok")[1]
@@ -87,8 +82,8 @@ async def test_revoked_and_expired_tokens_get_401(engine) -> None:  # type: igno
 
 
 @pytest.mark.model
-async def test_a_token_over_its_rate_gets_429_with_retry_after(engine) -> None:  # type: ignore[no-untyped-def]
-    pool.set(MODEL, engine)
+@pytest.mark.usefixtures("loaded")
+async def test_a_token_over_its_rate_gets_429_with_retry_after() -> None:
     cache.clear()
 
     def make() -> str:
@@ -101,9 +96,8 @@ async def test_a_token_over_its_rate_gets_429_with_retry_after(engine) -> None: 
 
 
 @pytest.mark.model
-async def test_usage_shows_in_admin_with_the_right_counts(engine) -> None:  # type: ignore[no-untyped-def]
-    pool.set(MODEL, engine)
-
+@pytest.mark.usefixtures("loaded")
+async def test_usage_shows_in_admin_with_the_right_counts() -> None:
     def make() -> tuple[str, int]:
         admin = get_user_model().objects.create_superuser("frank", "f@example.com", "pw-frank-12345")
         secret = ApiToken.issue(admin, "usage-token")[1]
@@ -127,12 +121,11 @@ async def test_usage_shows_in_admin_with_the_right_counts(engine) -> None:  # ty
 
 
 @pytest.mark.model
-async def test_metrics_parse_and_carry_the_series(engine) -> None:  # type: ignore[no-untyped-def]
-    pool.set(MODEL, engine)
-
+@pytest.mark.usefixtures("loaded")
+async def test_metrics_parse_and_carry_the_series() -> None:
     def make() -> str:
-        return ApiToken.issue(get_user_model().objects.create_user("gina"), "m")[1]
-    secret = await sync_to_async(make)()
+        return ApiToken.issue(get_user_model().objects.create_user("gina", is_staff=True), "m")[1]
+    secret = await sync_to_async(make)()  # a staff user's: metrics elsewhere need one (test_security.py)
     await run(BearerClient(secret), max_tokens=4)
     r = await AsyncClient().get("/metrics", REMOTE_ADDR="127.0.0.1")
     assert r.status_code == 200

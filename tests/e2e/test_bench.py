@@ -5,7 +5,6 @@ URL, with the naive baseline. The pure parts are tested in ``tests/bench``."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,34 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFAULT_MODEL, ROOT, LiveServer
+from tests.support import MODEL
+from tests.support.server import ROOT, LiveServer, migrated_env
+
+pytestmark = [pytest.mark.server, pytest.mark.model]
 
 TINY = ["--levels", "1,2", "--max-tokens", "4", "--long-prompt-tokens", "200", "--turns", "2", "--turn-tokens", "4",
         "--interference-streams", "2", "--warmup", "0"]
 
 
-@pytest.mark.model
 def test_bench_starts_a_server_and_compares_with_a_peer(tmp_path: Path, live_server_proc: LiveServer) -> None:
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "VAR_DIR": str(tmp_path / "var"),
-        "MODEL_CACHE_DIR": str(ROOT / "var" / "models"),
-        "DJANGO_SETTINGS_MODULE": "waiproject.settings",
-    }
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "--no-input", "-v0"], cwd=ROOT, env=env, check=True)
+    env = migrated_env(tmp_path)
     out_path = tmp_path / "bench.json"
     run = subprocess.run(
-        [*manage, "bench", *TINY, "--peer", live_server_proc.url, "--peer-token", live_server_proc.token(),
-         "--peer-pid", str(live_server_proc.proc.pid), "--json", str(out_path)],
+        [sys.executable, "manage.py", "bench", *TINY, "--peer", live_server_proc.url, "--peer-token",
+         live_server_proc.token(), "--peer-pid", str(live_server_proc.proc.pid), "--json", str(out_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "TTFT p95" in run.stdout and "ours/peer" in run.stdout
     report = json.loads(out_path.read_text())
     assert list(report["targets"]) == ["ours", "peer"]
-    assert report["targets"]["peer"]["model"] == DEFAULT_MODEL  # the first of its /v1/models
+    assert report["targets"]["peer"]["model"] == MODEL  # the first of its /v1/models
     for target in report["targets"].values():
         results = target["results"]
         assert [r["concurrency"] for r in results["streams"]] == [1, 2]
@@ -61,7 +54,6 @@ def test_bench_starts_a_server_and_compares_with_a_peer(tmp_path: Path, live_ser
         assert db.execute("select count(*) from chat_apitoken").fetchone()[0] == 0
 
 
-@pytest.mark.model
 def test_bench_against_a_running_server_with_the_naive_baseline(live_server_proc: LiveServer) -> None:
     run = subprocess.run(
         [sys.executable, "manage.py", "bench", "--url", live_server_proc.url, "--token", live_server_proc.token(),

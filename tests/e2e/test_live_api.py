@@ -1,24 +1,21 @@
 """The API contract against a real daphne server (as ``make run`` serves it)."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 
 import httpx
 import pytest
 
-from tests.conftest import DEFAULT_MODEL, LiveServer
+from tests.support import MODEL
+from tests.support.server import LiveServer
+from tests.support.sse import parse_sse
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.server, pytest.mark.model]
 
 
-def run_url(server: LiveServer, model: str = DEFAULT_MODEL) -> str:
+def run_url(server: LiveServer, model: str = MODEL) -> str:
     return f"{server.url}/ai/run/{model}"
-
-
-def sse_data(text: str) -> list[str]:
-    return [block.removeprefix("data: ") for block in text.split("\n\n") if block.startswith("data: ")]
 
 
 def test_streamed_pieces_equal_the_answer_and_end_with_usage_and_done(live_server_proc: LiveServer) -> None:
@@ -31,12 +28,11 @@ def test_streamed_pieces_equal_the_answer_and_end_with_usage_and_done(live_serve
         assert r.status_code == 200
         assert r.headers["content-type"] == "text/event-stream"
         assert r.headers["cache-control"] == "no-cache" and r.headers["x-accel-buffering"] == "no"
-        text = r.read().decode()
-    data = sse_data(text)
-    assert data[-1] == "[DONE]"
-    final = json.loads(data[-2])
+        events = parse_sse(r.read().decode())
+    assert all(e.data_only for e in events) and events[-1].done
+    final = events[-2].json()
     assert final["response"] == "" and final["usage"] == plain["result"]["usage"]
-    assert "".join(json.loads(d)["response"] for d in data[:-2]) == plain["result"]["response"]
+    assert "".join(e.json()["response"] for e in events[:-2]) == plain["result"]["response"]
 
 
 def test_errors_over_http_carry_status_code_and_envelope(live_server_proc: LiveServer) -> None:
@@ -65,17 +61,17 @@ def test_the_readme_curl_example_streams(live_server_proc: LiveServer) -> None:
         pytest.skip("curl is not installed")
     token = live_server_proc.token()
     out = subprocess.run(
-        [curl, "-sN", f"{live_server_proc.url}/ai/run/@cf/huggingfacetb/smollm2-135m-instruct",
+        [curl, "-sN", run_url(live_server_proc),
          "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json",
          "-d", '{"prompt": "where is new york?", "stream": true}'],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
-    data = sse_data(out)
-    assert len(data) > 5 and data[-1] == "[DONE]" and "usage" in json.loads(data[-2])
+    events = parse_sse(out)
+    assert len(events) > 5 and events[-1].done and "usage" in events[-2].json()
 
 
 def test_health_readiness_and_catalog(live_server_proc: LiveServer) -> None:
     assert httpx.get(f"{live_server_proc.url}/healthz").status_code == 200
     assert httpx.get(f"{live_server_proc.url}/readyz").status_code == 200
     names = [m["name"] for m in httpx.get(f"{live_server_proc.url}/ai/models/search").json()["result"]]
-    assert DEFAULT_MODEL in names and "@cf/meta/llama-2-7b-chat-fp16" in names
+    assert MODEL in names and "@cf/meta/llama-2-7b-chat-fp16" in names

@@ -9,9 +9,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import DEFAULT_MODEL, LiveServer, start_server, stop_server
+from tests.support import MODEL
+from tests.support.server import LiveServer, running_server
+from tests.support.sse import aiter_sse
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.server, pytest.mark.model]
 
 
 def gauges(server: LiveServer) -> dict[str, float]:
@@ -19,7 +21,7 @@ def gauges(server: LiveServer) -> dict[str, float]:
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.labels.get("model") == DEFAULT_MODEL and sample.name.startswith("inference_requests_"):
+            if sample.labels.get("model") == MODEL and sample.name.startswith("inference_requests_"):
                 out[sample.name] = sample.value
     return out
 
@@ -28,22 +30,22 @@ async def time_to_first_piece(client: httpx.AsyncClient, url: str, auth: dict[st
     started = time.monotonic()
     async with client.stream("POST", url, json={"prompt": "Tell me about the moon.", "stream": True,
                                                 "max_tokens": 8}, headers=auth) as r:
-        async for line in r.aiter_lines():
-            if line.startswith("data: {") and json.loads(line[6:])["response"]:
+        async for event in aiter_sse(r.aiter_lines()):
+            if not event.done and event.json()["response"]:
                 return time.monotonic() - started
     raise AssertionError("no piece")
 
 
 def test_clients_that_hang_up_free_their_slots(live_server_proc: LiveServer) -> None:
-    url = f"{live_server_proc.url}/ai/run/{DEFAULT_MODEL}"
+    url = f"{live_server_proc.url}/ai/run/{MODEL}"
     auth = {"Authorization": f"Bearer {live_server_proc.token()}"}
 
     async def hang_up_after_a_few_pieces(client: httpx.AsyncClient) -> int:
         pieces = 0
         async with client.stream("POST", url, json={"prompt": "Write a very long story about a cat.",
                                                     "stream": True, "max_tokens": 1000}, headers=auth) as r:
-            async for line in r.aiter_lines():
-                if line.startswith("data: {"):
+            async for event in aiter_sse(r.aiter_lines()):
+                if not event.done:
                     pieces += 1
                     if pieces == 3:
                         break  # leaving the context closes the connection mid-answer
@@ -68,9 +70,8 @@ def test_clients_that_hang_up_free_their_slots(live_server_proc: LiveServer) -> 
 
 
 def test_a_burst_beyond_batch_and_queue_gets_429_never_5xx(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = start_server(tmp_path, {"INFERENCE_MAX_BATCH_SIZE": "2", "INFERENCE_MAX_QUEUE": "2"})
-    try:
-        url = f"{server.url}/ai/run/{DEFAULT_MODEL}"
+    with running_server(tmp_path, {"INFERENCE_MAX_BATCH_SIZE": "2", "INFERENCE_MAX_QUEUE": "2"}) as server:
+        url = f"{server.url}/ai/run/{MODEL}"
         auth = {"Authorization": f"Bearer {server.token()}"}
 
         async def one(client: httpx.AsyncClient, i: int) -> tuple[int, str, dict[str, str], str]:
@@ -93,5 +94,3 @@ def test_a_burst_beyond_batch_and_queue_gets_429_never_5xx(tmp_path) -> None:  #
             else:
                 assert json.loads(body)["errors"][0]["code"] == 3040
                 assert int(headers["retry-after"]) >= 1
-    finally:
-        stop_server(server)

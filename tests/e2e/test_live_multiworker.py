@@ -2,16 +2,18 @@
 answer, whichever process generates it."""
 from __future__ import annotations
 
-import json
 import socket
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import start_server, stop_server
+from tests.support.server import LiveServer, running_server
+from tests.support.sse import parse_sse
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.server, pytest.mark.model]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -24,23 +26,16 @@ def redis_is_up() -> bool:
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory):  # type: ignore[no-untyped-def]
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
     if not redis_is_up():
         pytest.skip("no Redis on 127.0.0.1:6379")
     tmp = tmp_path_factory.mktemp("workers")
     env = {"REDIS_URL": REDIS_URL, "DATABASE_URL": f"sqlite:///{tmp / 'shared.sqlite3'}"}
-    a = start_server(tmp / "a", env)
-    b = start_server(tmp / "b", env)
-    yield a, b
-    stop_server(a)
-    stop_server(b)
+    with running_server(tmp / "a", env) as a, running_server(tmp / "b", env) as b:
+        yield a, b
 
 
-def events(text: str) -> list[str]:
-    return [b.split("data: ", 1)[1] for b in text.split("\n\n") if "data: " in b]
-
-
-def start_turn(server, token: str, content: str, max_tokens: int) -> dict:  # type: ignore[no-untyped-def]
+def start_turn(server: LiveServer, token: str, content: str, max_tokens: int) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {token}"}
     cid = httpx.post(f"{server.url}/api/conversations", json={}, headers=auth).json()["result"]["id"]
     r = httpx.post(f"{server.url}/api/conversations/{cid}/messages", headers=auth,
@@ -57,9 +52,9 @@ def test_a_stream_generated_by_one_worker_is_followed_through_another(two_worker
     time.sleep(1.0)  # mid-answer
     with httpx.stream("GET", b.url + turn["stream_url"], headers=auth, timeout=120) as r:
         assert r.status_code == 200
-        data = events(r.read().decode())
-    assert data[-1] == "[DONE]" and json.loads(data[-2])["state"] == "done"
-    followed = "".join(json.loads(d)["response"] for d in data[:-2])
+        events = parse_sse(r.read().decode())
+    assert events[-1].done and events[-2].json()["state"] == "done"
+    followed = "".join(e.json()["response"] for e in events[:-2])
     saved = httpx.get(f"{a.url}/api/conversations/{turn['conversation']['id']}", headers=auth).json()
     assert followed == saved["result"]["messages"][-1]["content"] and followed
 

@@ -9,9 +9,10 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import DEFAULT_MODEL, LiveServer
+from tests.support import MODEL
+from tests.support.server import LiveServer
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.server, pytest.mark.model]
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +23,14 @@ def client(live_server_proc: LiveServer) -> Iterator[OpenAI]:
 
 
 def ask(client: OpenAI, content: str, **fields: object):  # type: ignore[no-untyped-def]
-    return client.chat.completions.create(model=DEFAULT_MODEL, messages=[{"role": "user", "content": content}],
+    return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": content}],
                                           **fields)  # type: ignore[call-overload]
 
 
 def test_it_lists_the_catalog_models(client: OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
-    assert DEFAULT_MODEL in ids and "@cf/meta/llama-2-7b-chat-int8" in ids
-    assert client.models.retrieve(DEFAULT_MODEL).id == DEFAULT_MODEL
+    assert MODEL in ids and "@cf/meta/llama-2-7b-chat-int8" in ids
+    assert client.models.retrieve(MODEL).id == MODEL
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("@cf/nobody/nothing")
 
@@ -38,12 +39,12 @@ def test_it_completes_a_chat(client: OpenAI) -> None:
     completion = ask(client, "Where is Paris?", max_tokens=8, temperature=0)
     choice = completion.choices[0]
     assert choice.message.role == "assistant" and choice.message.content and choice.message.content.strip()
-    assert choice.finish_reason in ("stop", "length") and completion.model == DEFAULT_MODEL
+    assert choice.finish_reason in ("stop", "length") and completion.model == MODEL
     assert completion.usage is not None and 0 < completion.usage.completion_tokens <= 8
 
 
 def test_it_completes_text(client: OpenAI) -> None:
-    completion = client.completions.create(model=DEFAULT_MODEL, prompt="The capital of France is", max_tokens=5,
+    completion = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=5,
                                            temperature=0)
     assert completion.choices[0].text and completion.choices[0].finish_reason in ("stop", "length")
     assert completion.usage is not None and completion.usage.completion_tokens <= 5

@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 
 from inference import pool
-from inference.catalog import BUILTIN_CATALOG, DEFAULT_MODEL
 from inference.engine import Engine
 from inference.loader import load_model
+from tests.support import builtin_spec
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +16,7 @@ def fp32_engine():  # type: ignore[no-untyped-def]
     """The default model on an engine of its own in float32 (dense), where a row's
     numbers do not depend on the rows batched with it: for exact-equality tests of
     batching logic. A small KV cache, so long answers cross many blocks."""
-    spec = next(s for s in BUILTIN_CATALOG if s.name == DEFAULT_MODEL)
+    spec = builtin_spec()
     settings = dataclasses.replace(pool.settings, dtype="float32", kv_cache_tokens=4096)
     engine = Engine(spec, load_model(spec, settings), settings)
     yield engine

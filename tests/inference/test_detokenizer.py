@@ -6,6 +6,7 @@ import pytest
 from inference.detokenizer import IncrementalDetokenizer, StopMatcher
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("text", [
     "Hello, world! How are you?",
     "Ünïcödé: 日本語のテキスト, emoji 🎉🚀 and  double  spaces",

@@ -7,6 +7,7 @@ import pytest
 
 from inference.errors import GenerationFailed
 from inference.sequence import SamplingParams
+from tests.support import builtin_spec
 
 pytestmark = pytest.mark.model
 
@@ -163,11 +164,11 @@ async def test_when_kv_memory_runs_out_requests_are_preempted_and_still_answer_e
     recomputed later, and every answer is the one it gets alone (fp32: no rounding noise)."""
     import dataclasses
 
-    from inference import BUILTIN_CATALOG, DEFAULT_MODEL, Engine, pool
+    from inference import Engine, pool
     from inference.loader import load_model
     from inference.metrics import PREEMPTIONS
 
-    spec = next(s for s in BUILTIN_CATALOG if s.name == DEFAULT_MODEL)
+    spec = builtin_spec()
     settings = dataclasses.replace(pool.settings, dtype="float32", kv_cache_tokens=512, prefix_caching=False)
     engine = Engine(spec, lambda: load_model(spec, settings), settings)
     try:

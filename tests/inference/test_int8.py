@@ -5,16 +5,15 @@ import pytest
 import torch
 
 from inference import pool
-from inference.catalog import BUILTIN_CATALOG
 from inference.quant import Int8Linear
 from inference.sequence import SamplingParams
+from tests.support import MODEL, builtin_spec
 
 pytestmark = pytest.mark.model
 
 
 async def test_the_int8_entry_runs_with_8_bit_weights_and_answers() -> None:
-    spec = next(s for s in BUILTIN_CATALOG if s.name.endswith("smollm2-135m-instruct-int8"))
-    engine = await pool.aget(spec)
+    engine = await pool.aget(builtin_spec(f"{MODEL}-int8"))
     if engine.loaded.dtype == torch.bfloat16:  # a CPU with native bf16: weight-only int8 kernels
         assert engine.loaded.quantization == "int8 weight-only"
         assert all(isinstance(lin.kernel, Int8Linear) for lin in engine.loaded.model.linears())

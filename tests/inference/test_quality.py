@@ -15,12 +15,12 @@ import torch
 
 from inference import pool
 from inference.block_manager import BlockManager
-from inference.catalog import BUILTIN_CATALOG, DEFAULT_MODEL
 from inference.loader import checkpoint_dir, load_model
 from inference.model import LlamaArgs, LlamaModel
 from inference.runner import ModelRunner
 from inference.scheduler import ScheduledSeq, SchedulerOutput
 from inference.sequence import SamplingParams, Sequence
+from tests.support import builtin_spec
 
 pytestmark = pytest.mark.model
 
@@ -46,15 +46,11 @@ PROMPTS = [
 ]
 
 
-def spec():  # type: ignore[no-untyped-def]
-    return next(s for s in BUILTIN_CATALOG if s.name == DEFAULT_MODEL)
-
-
 @pytest.fixture(scope="module")
 def reference():  # type: ignore[no-untyped-def]
     from transformers import AutoModelForCausalLM
 
-    directory = checkpoint_dir(spec(), pool.settings)
+    directory = checkpoint_dir(builtin_spec(), pool.settings)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     return model
 
@@ -62,7 +58,7 @@ def reference():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def fast():  # type: ignore[no-untyped-def]
     """The model exactly as the engine serves it on this machine."""
-    return load_model(spec(), pool.settings)
+    return load_model(builtin_spec(), pool.settings)
 
 
 class Stepper:
@@ -99,7 +95,7 @@ def test_the_decoder_matches_transformers_logits_on_the_same_weights(reference) 
     come one per step or as prompt chunks with and without a past."""
     from safetensors.torch import load_file
 
-    directory = checkpoint_dir(spec(), pool.settings)
+    directory = checkpoint_dir(builtin_spec(), pool.settings)
     state = load_file(str(directory / "model.safetensors"))
     ours = LlamaModel.from_state_dict(LlamaArgs.from_hf_config(reference.config), state, torch.float32, "cpu")
     ids = reference_tokens(PASSAGE)[:96]
@@ -122,7 +118,7 @@ def reference_tokens(text: str) -> list[int]:
     if _TOKENIZER is None:
         from transformers import AutoTokenizer
 
-        _TOKENIZER = AutoTokenizer.from_pretrained(checkpoint_dir(spec(), pool.settings))
+        _TOKENIZER = AutoTokenizer.from_pretrained(checkpoint_dir(builtin_spec(), pool.settings))
     return list(_TOKENIZER(text)["input_ids"])
 
 

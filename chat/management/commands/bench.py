@@ -5,11 +5,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bench.cli import add_arguments, run
+from bench import cli
 from bench.server import BenchError
 
 
 class Command(BaseCommand):
+    runner = cli  # a module with add_arguments(parser) and run(options, out, err)
     help = (
         "Benchmark our server over its OpenAI-compatible streaming endpoint (streams, long prompt, "
         "interference, multi-turn, memory), optionally against a peer server (--peer URL) or the naive "
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        add_arguments(parser)
+        self.runner.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         def out(line: str) -> None:
@@ -25,9 +26,9 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         try:
-            run(options, out, self.stderr.write)
+            self.runner.run(options, out, self.stderr.write)
         except BenchError as exc:
             raise CommandError(str(exc)) from None
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after the server and token were cleaned up
-            self.stderr.write("bench interrupted")
+            self.stderr.write(f"{self.runner.__name__.rpartition('.')[2]} interrupted")
             raise SystemExit(130) from None

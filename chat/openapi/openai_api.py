@@ -1,0 +1,100 @@
+"""The OpenAI-compatible API: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``.
+
+Fields OpenAI defines that this server cannot honour are documented with the only value it
+accepts (``n`` = 1, no tools, no logprobs); anything else is a 400 ``unsupported_parameter``.
+"""
+from __future__ import annotations
+
+from ..openai_compat import COMPLETIONS_DEFAULT_MAX_TOKENS, OPENAI_DEFAULT_TEMPERATURE
+from ..validation import ROLES
+from .parts import MAX_TOKENS, MODEL_PARAM, Schema, errors, json_body, obj, ok, operation, ref, sampling
+
+ERRORS = errors(400, 401, 403, 404, 413, 429, 500, 503, openai=True)
+SSE_CHAT = ("`chat.completion.chunk` events: one opening the assistant's turn, one per text piece "
+            "(`choices[0].delta.content`), one with `finish_reason`, the usage chunk when "
+            "`stream_options.include_usage`, then `data: [DONE]`. An error after the start comes as "
+            '`data: {"error": {...}}` and no `[DONE]`.')
+SSE_TEXT = ("`text_completion` events, one per text piece (`choices[0].text`), one with `finish_reason`, "
+            "the usage chunk when `stream_options.include_usage`, then `data: [DONE]`.")
+
+
+def _common(default_max_tokens: str) -> dict[str, Schema]:
+    """Fields both completion endpoints take."""
+    return {
+        "model": {"type": "string", "minLength": 1, "description": "A catalog name (see `GET /v1/models`)."},
+        "stream": {"type": "boolean", "default": False},
+        "stream_options": obj({"include_usage": {"type": "boolean", "default": False}},
+                              description="Only with `\"stream\": true`."),
+        "max_tokens": {**MAX_TOKENS, "description": f"{MAX_TOKENS['description']} Default: {default_max_tokens}."},
+        **sampling(OPENAI_DEFAULT_TEMPERATURE),
+        "n": {"const": 1, "description": "One choice per request."},
+        "logit_bias": {"type": "object", "maxProperties": 0},
+    }
+
+
+def schemas() -> dict[str, Schema]:
+    text_part = obj({"type": {"const": "text"}, "text": {"type": "string"}}, ("type", "text"))
+    message = obj({
+        "role": {"enum": [*ROLES, "developer"], "description": "`developer` counts as `system`."},
+        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": text_part}],
+                    "description": "A string, or text parts (joined)."},
+    }, ("role", "content"))
+    chat = obj({
+        **_common("the model's whole `max_output_tokens`"),
+        "messages": {"type": "array", "items": ref("ChatMessage"), "minItems": 1},
+        "max_completion_tokens": {**MAX_TOKENS, "description": "The same as `max_tokens`; set only one."},
+        "response_format": obj({"type": {"const": "text"}}, ("type",), additionalProperties=False),
+        "tools": {"type": "array", "maxItems": 0},
+        "functions": {"type": "array", "maxItems": 0},
+        "logprobs": {"const": False},
+        "top_logprobs": {"const": 0},
+    }, ("model", "messages"))
+    text = obj({
+        **_common(str(COMPLETIONS_DEFAULT_MAX_TOKENS)),
+        "prompt": {"description": "Sent as it is, without chat template.",
+                   "oneOf": [{"type": "string", "minLength": 1},
+                             {"type": "array", "items": {"type": "string", "minLength": 1},
+                              "minItems": 1, "maxItems": 1}]},
+        "echo": {"const": False}, "suffix": {"const": ""}, "best_of": {"const": 1}, "logprobs": {"const": 0},
+    }, ("model", "prompt"))
+    finish = {"enum": ["stop", "length"]}
+    head = {"id": {"type": "string"}, "created": {"type": "integer"}, "model": {"type": "string"}}
+    assistant = obj({"role": {"const": "assistant"}, "content": {"type": "string"}, "refusal": {"type": "null"}},
+                    ("role", "content"))
+    return {
+        "ChatMessage": message,
+        "ChatCompletionRequest": chat,
+        "CompletionRequest": text,
+        "ChatCompletion": obj({**head, "object": {"const": "chat.completion"}, "usage": ref("Usage"), "choices": {
+            "type": "array", "items": obj({"index": {"type": "integer"}, "message": assistant,
+                                           "logprobs": {"type": "null"}, "finish_reason": finish},
+                                          ("index", "message", "finish_reason"))}},
+            ("id", "object", "created", "model", "choices", "usage")),
+        "TextCompletion": obj({**head, "object": {"const": "text_completion"}, "usage": ref("Usage"), "choices": {
+            "type": "array", "items": obj({"index": {"type": "integer"}, "text": {"type": "string"},
+                                           "logprobs": {"type": "null"}, "finish_reason": finish},
+                                          ("index", "text", "finish_reason"))}},
+            ("id", "object", "created", "model", "choices", "usage")),
+        "Model": obj({"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
+                      "owned_by": {"type": "string"}}, ("id", "object", "created", "owned_by")),
+        "ModelPage": obj({"object": {"const": "list"}, "data": {"type": "array", "items": ref("Model")}},
+                         ("object", "data")),
+    }
+
+
+def paths() -> dict[str, Schema]:
+    return {
+        "/v1/models": {"get": operation(
+            "listModels", "OpenAI", "List models", {**ok(ref("ModelPage")), **errors(401, 403, 429, openai=True)},
+            description="Every enabled catalog entry, available now or not.")},
+        "/v1/models/{model}": {"get": operation(
+            "retrieveModel", "OpenAI", "Retrieve a model",
+            {**ok(ref("Model")), **errors(401, 403, 404, 429, openai=True)}, parameters=[MODEL_PARAM])},
+        "/v1/chat/completions": {"post": operation(
+            "createChatCompletion", "OpenAI", "Chat completion", {**ok(ref("ChatCompletion"), sse=SSE_CHAT), **ERRORS},
+            requestBody=json_body(ref("ChatCompletionRequest")))},
+        "/v1/completions": {"post": operation(
+            "createCompletion", "OpenAI", "Text completion (raw prompt)",
+            {**ok(ref("TextCompletion"), sse=SSE_TEXT), **ERRORS}, requestBody=json_body(ref("CompletionRequest")))},
+    }
+

@@ -1,0 +1,172 @@
+/* Conversations: open one (its URL is /c/<id>), start a new one, delete one, and send a message
+ * (the first message of a new chat creates the conversation). */
+import { api, conversationUrl } from "./api.js";
+import { autosize, fillPrompt, readNumber, updateComposer } from "./composer.js";
+import { codePoints, h, icon, statusText } from "./dom.js";
+import { defaultModel, markSystemPrompt, selectModel } from "./models.js";
+import { scrollToBottom } from "./scroll.js";
+import { closeSidebarOnMobile, highlightActive, removeConversation, upsertConversation } from "./sidebar.js";
+import { els, finePointer, isCurrent, state } from "./state.js";
+import { attach } from "./stream.js";
+import { addView, clearThread, updateEmpty } from "./thread.js";
+
+function setTitle(title) {
+  els.title.textContent = title || "";
+  document.title = (title ? title + " · " : "") + "Workers AI";
+}
+
+/* Show `conv` (or a new chat for null) as the open conversation; `history` is "push", "replace"
+ * or null (the URL already says so). */
+function setCurrent(conv, history) {
+  state.current = conv;
+  state.activeId = conv ? conv.id : null;
+  const path = conv ? "/c/" + conv.id : "/";
+  if (history && window.location.pathname !== path) {
+    const method = history === "push" ? "pushState" : "replaceState";
+    window.history[method]({ id: state.activeId }, "", path);
+  }
+  setTitle(conv ? conv.title : "");
+  if (conv) {
+    els.systemPrompt.value = conv.system_prompt || "";
+    selectModel(conv.model);
+  }
+  markSystemPrompt();
+  highlightActive();
+}
+
+function focusPrompt() {
+  if (finePointer.matches) els.prompt.focus({ preventScroll: true });
+}
+
+export async function openConversation(id, history) {
+  const token = ++state.loadToken;
+  state.activeId = id;
+  highlightActive();
+  closeSidebarOnMobile();
+  let conv;
+  try {
+    conv = await api("GET", conversationUrl(id));
+  } catch (err) {
+    if (token !== state.loadToken) return;
+    newChat(history ? "replace" : null);
+    els.thread.appendChild(h("div", { class: "msg-status msg-status-error notice", role: "alert" }, icon("alert", 16),
+      statusText(err.status === 404
+        ? "This conversation does not exist, or it is not yours." : "Could not open the conversation: " + err.message)));
+    updateEmpty();
+    return;
+  }
+  if (token !== state.loadToken) return; // a later click won
+  clearThread();
+  setCurrent(conv, history);
+  let last = null;
+  (conv.messages || []).forEach(function (m) {
+    const view = addView(m);
+    if (m.role === "assistant") last = view;
+  });
+  updateEmpty();
+  scrollToBottom();
+  requestAnimationFrame(scrollToBottom);
+  if (last && last.state === "streaming") attach(last, codePoints(last.content));
+  focusPrompt();
+}
+
+export function newChat(history) {
+  state.loadToken++;
+  clearThread();
+  setCurrent(null, history);
+  els.systemPrompt.value = "";
+  markSystemPrompt();
+  const def = defaultModel();
+  if (def) selectModel(def.name);
+  updateEmpty();
+  closeSidebarOnMobile();
+  focusPrompt();
+}
+
+export async function deleteConversation(id) {
+  const conv = state.conversations.find(function (c) { return c.id === id; });
+  if (!window.confirm("Delete \u201c" + ((conv && conv.title) || "New chat") + "\u201d? This cannot be undone.")) return;
+  try {
+    await api("DELETE", conversationUrl(id));
+  } catch (err) {
+    window.alert("Could not delete the conversation: " + err.message);
+    return;
+  }
+  removeConversation(id);
+  if (isCurrent(id)) newChat("push");
+}
+
+/* The message body for the box's text and the settings filled in. */
+function messagePayload(content) {
+  const payload = { content: content, model: els.model.value || undefined, system_prompt: els.systemPrompt.value };
+  const maxTokens = readNumber(els.maxTokens, function (v) { return parseInt(v, 10); });
+  const temperature = readNumber(els.temperature, parseFloat);
+  if (maxTokens !== undefined) payload.max_tokens = maxTokens;
+  if (temperature !== undefined) payload.temperature = temperature;
+  return payload;
+}
+
+export async function send() {
+  const content = els.prompt.value;
+  if (!content.trim() || state.sending || state.stream) return;
+  state.sending = true;
+  els.thread.querySelectorAll(".notice").forEach(function (n) { n.remove(); });
+  els.prompt.value = "";
+  autosize();
+  updateComposer();
+  const userView = addView({ role: "user", content: content });
+  userView.el.classList.add("pending");
+  scrollToBottom();
+  let created = null;
+  try {
+    if (!state.current) {
+      created = await api("POST", "/api/conversations", {
+        model: els.model.value || undefined,
+        system_prompt: els.systemPrompt.value,
+      });
+      setCurrent(created, "replace");
+      upsertConversation(created);
+    }
+    const conversationId = state.current.id;
+    const result = await api("POST", conversationUrl(conversationId) + "/messages", messagePayload(content));
+    if (!isCurrent(conversationId)) return; // navigated away meanwhile
+    userView.el.classList.remove("pending");
+    userView.update(result.user_message);
+    state.views.set(userView.id, userView);
+    state.current = result.conversation;
+    upsertConversation(result.conversation);
+    setTitle(result.conversation.title);
+    const view = addView(result.assistant_message);
+    scrollToBottom();
+    attach(view, 0);
+    syncContextMarks(conversationId);
+  } catch (err) {
+    userView.el.classList.remove("pending");
+    userView.showRejected(err);
+    if (created && isCurrent(created.id)) forgetEmpty(created);
+    if (!els.prompt.value) fillPrompt(content);
+    scrollToBottom();
+  } finally {
+    state.sending = false;
+    updateComposer();
+  }
+}
+
+/* The first message of a new chat was refused: the chat it would have started goes too. */
+function forgetEmpty(conv) {
+  removeConversation(conv.id);
+  setCurrent(null, "replace");
+  api("DELETE", conversationUrl(conv.id)).catch(function () { /* stays as an empty chat */ });
+}
+
+/* Older messages may have left the model's context with this turn. */
+async function syncContextMarks(conversationId) {
+  try {
+    const conv = await api("GET", conversationUrl(conversationId));
+    if (!isCurrent(conversationId)) return;
+    (conv.messages || []).forEach(function (m) {
+      const view = state.views.get(m.id);
+      if (view) view.setInContext(m.in_context !== false);
+    });
+  } catch (e) { /* cosmetic only */ }
+}
