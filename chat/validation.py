@@ -92,6 +92,14 @@ def _number(data: dict[str, Any], field: str, default: float, low: float, high: 
     return float(value)
 
 
+def plain_int(raw: str | None, max_digits: int = 9) -> int | None:
+    """A query parameter or header that must be a plain non-negative decimal number: its value,
+    or None (``str.isdigit`` alone accepts Unicode digits that ``int`` may refuse)."""
+    if raw and raw.isascii() and raw.isdigit() and len(raw) <= max_digits:
+        return int(raw)
+    return None
+
+
 def _integer(data: dict[str, Any], field: str, default: int | None, low: int, high: int | None = None) -> int | None:
     value = data.get(field)
     if value is None:

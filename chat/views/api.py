@@ -15,7 +15,7 @@ from ..errors import INTERNAL, ApiError, envelope, invalid, success_response
 from ..generation import submit
 from ..models import CatalogEntry
 from ..sse import DONE, event, sse_response
-from ..validation import parse_run_body, read_json_body
+from ..validation import parse_run_body, plain_int, read_json_body
 from .door import api_view
 
 logger = logging.getLogger(__name__)
@@ -91,8 +91,9 @@ async def models_search(request: HttpRequest, account_id: str | None = None) -> 
 
 
 def _positive_int(raw: str | None, name: str, default: int) -> int:
-    if raw is None or raw == "":
+    if not raw:
         return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and int(raw) >= 1):
+    value = plain_int(raw)
+    if not value:
         raise invalid(f"'{name}' must be a positive integer")
-    return int(raw)
+    return value

@@ -19,7 +19,7 @@ from ..errors import ApiError, invalid, success_response
 from ..follow import follow
 from ..models import Conversation, Message
 from ..sse import sse_response
-from ..validation import read_json_body, sampling_params
+from ..validation import plain_int, read_json_body, sampling_params
 from .door import api_view
 
 
@@ -159,7 +159,7 @@ async def message_stream(request: HttpRequest, conversation_id: int, message_id:
     """SSE of an answer; resumes after the ``Last-Event-ID`` (or ``?offset=``) character."""
     m = await _owned_answer(principal, conversation_id, message_id)
     raw_offset = request.headers.get("Last-Event-ID") or request.GET.get("offset") or "0"
-    offset = int(raw_offset) if raw_offset.isascii() and raw_offset.isdigit() and len(raw_offset) <= 18 else 0
+    offset = plain_int(raw_offset, max_digits=18) or 0
     return sse_response(follow(m.pk, offset))
 
 
