@@ -25,7 +25,7 @@ from .errors import (
     from_inference,
 )
 from .models import CatalogEntry
-from .validation import parse_messages, sampling_params
+from .validation import GenerationRequest, parse_messages, sampling_params
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy /v1/completions
@@ -115,14 +115,10 @@ def invalid(message: str, param: str | None, code: str | None = None) -> OpenAIE
 
 # request bodies ----------------------------------------------------------------------
 @dataclass(frozen=True)
-class CompletionRequest:
-    """A validated body: exactly one of ``prompt`` (raw, no chat template) or ``messages``."""
+class CompletionRequest(GenerationRequest):
+    """``/v1``: ``prompt`` (``/v1/completions``) goes without the chat template."""
 
-    prompt: str | None
-    messages: list[dict[str, str]] | None
-    stream: bool
-    include_usage: bool
-    params: SamplingParams
+    include_usage: bool = False
 
 
 def model_name(data: dict[str, Any]) -> str:
@@ -209,7 +205,7 @@ def parse_chat_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequ
     messages = parse_messages(raw_messages)
     stream, include_usage = _stream_flags(data)
     params = _params(data, entry, entry.max_output_tokens, ("max_completion_tokens", "max_tokens"))
-    return CompletionRequest(None, messages, stream, include_usage, params)
+    return CompletionRequest(None, messages, stream, params, include_usage=include_usage)
 
 
 def parse_text_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequest:
@@ -226,4 +222,4 @@ def parse_text_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequ
         raise invalid("'prompt' must be a non-empty string (or a list of exactly one)", "prompt")
     stream, include_usage = _stream_flags(data)
     params = _params(data, entry, COMPLETIONS_DEFAULT_MAX_TOKENS, ("max_tokens",))
-    return CompletionRequest(prompt, None, stream, include_usage, params)
+    return CompletionRequest(prompt, None, stream, params, include_usage=include_usage)

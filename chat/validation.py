@@ -19,12 +19,20 @@ MAX_JSON_DEPTH = 32
 
 
 @dataclass(frozen=True)
-class RunRequest:
+class GenerationRequest:
+    """A validated body of any generating endpoint: exactly one of ``prompt`` or ``messages``."""
+
     prompt: str | None
     messages: list[dict[str, str]] | None
-    raw: bool
     stream: bool
     params: SamplingParams
+
+
+@dataclass(frozen=True)
+class RunRequest(GenerationRequest):
+    """``/ai/run``: ``raw`` sends ``prompt`` without the chat template."""
+
+    raw: bool = False
 
 
 def read_json_body(request: HttpRequest) -> dict[str, Any]:

@@ -62,22 +62,17 @@ BUILTIN_CATALOG: tuple[ModelSpec, ...] = (
                      "faster than dense bf16 weights, but about half the speed of the default entry, "
                      "which reads the GGUF's own 4-bit blocks (fewer bytes a token); on CUDA it halves memory."),
     ),
-    ModelSpec(
-        name="@cf/meta/llama-2-7b-chat-int8",
+    *(ModelSpec(
+        name=f"@cf/meta/llama-2-7b-chat-{suffix}",
         source="hf:meta-llama/Llama-2-7b-chat-hf",
-        precision="int8",
-        context_length=2048,
-        max_output_tokens=1800,
-        description="Llama 2 7B chat by Meta, 8-bit weights.",
-    ),
-    ModelSpec(
-        name="@cf/meta/llama-2-7b-chat-fp16",
-        source="hf:meta-llama/Llama-2-7b-chat-hf",
-        precision="full",
-        context_length=3072,
-        max_output_tokens=2500,
-        description="Llama 2 7B chat by Meta, full precision (fp16 on GPU).",
-    ),
+        precision=precision,
+        context_length=context,
+        max_output_tokens=output,
+        description=f"Llama 2 7B chat by Meta, {weights}.",
+    ) for suffix, precision, context, output, weights in (
+        ("int8", "int8", 2048, 1800, "8-bit weights"),
+        ("fp16", "full", 3072, 2500, "full precision (fp16 on GPU)"),
+    )),
 )
 
 

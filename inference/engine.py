@@ -165,18 +165,18 @@ class Engine:
 
     @property
     def num_running(self) -> int:
-        return self.scheduler.num_running
+        return len(self.scheduler.running)
 
     @property
     def num_waiting(self) -> int:
-        return self.scheduler.num_waiting
+        return len(self.scheduler.waiting)
 
     def update_metrics(self) -> None:
         """Refresh this engine's gauges when they are read (/metrics), not every step."""
         with self._lock:
             running, waiting, usage = self._gauges
-            running.set(self.scheduler.num_running)
-            waiting.set(self.scheduler.num_waiting)
+            running.set(self.num_running)
+            waiting.set(self.num_waiting)
             usage.set(self.block_manager.usage)
 
     def shutdown(self, timeout: float = 5.0) -> None:

@@ -7,20 +7,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from .parts import (
-    MAX_TOKENS,
-    Schema,
-    envelope,
-    errors,
-    json_body,
-    nullable,
-    obj,
-    ok,
-    operation,
-    param,
-    ref,
-    sampling,
-)
+from .parts import MAX_TOKENS, Schema, envelope, errors, json_body, nullable, obj, ok, operation, param, ref, sampling
 
 SSE = ('`id: <characters so far>` and `data: {"response": "<piece>"}` per piece, then `data: {"response": "", '
        '"usage", "state", "finish_reason", "time_to_first_token_ms", "tokens_per_second"}`, then `data: [DONE]`; '

@@ -6,15 +6,7 @@ from typing import Any
 
 from inference import DEFAULT_MODEL
 
-from ..errors import (
-    AUTHENTICATION,
-    CAPACITY,
-    CONTEXT_WINDOW,
-    INVALID_INPUT,
-    MODEL_UNAVAILABLE,
-    NO_SUCH_MODEL,
-    TOO_LARGE,
-)
+from .. import errors as codes
 from ..validation import MAX_STOP_SEQUENCES, ROLES
 
 Schema = dict[str, Any]
@@ -94,16 +86,17 @@ MODEL_PARAM = param("model", "path", {"type": "string", "minLength": 1, "example
 
 # responses ----------------------------------------------------------------------------------------
 NATIVE_ERRORS = {
-    400: f"Invalid body or parameter (code {INVALID_INPUT}, naming the field and the rule), or unknown model "
-         f"({NO_SUCH_MODEL}).",
-    401: f"Missing or bad token ({AUTHENTICATION}).",
-    403: f"A session request without its CSRF token ({AUTHENTICATION}).",
+    400: f"Invalid body or parameter (code {codes.INVALID_INPUT}, naming the field and the rule), or unknown model "
+         f"({codes.NO_SUCH_MODEL}).",
+    401: f"Missing or bad token ({codes.AUTHENTICATION}).",
+    403: f"A session request without its CSRF token ({codes.AUTHENTICATION}).",
     404: "No such conversation or message of the caller's.",
     409: "An answer is still streaming in this conversation; stop it first.",
-    413: f"Input longer than the model's context window ({CONTEXT_WINDOW}), or body too large ({TOO_LARGE}).",
-    429: f"Rate limit, or the model's queue is full ({CAPACITY}); see `Retry-After`.",
+    413: f"Input longer than the model's context window ({codes.CONTEXT_WINDOW}), "
+         f"or body too large ({codes.TOO_LARGE}).",
+    429: f"Rate limit, or the model's queue is full ({codes.CAPACITY}); see `Retry-After`.",
     500: "The generation failed.",
-    503: f"The model is listed but cannot serve ({MODEL_UNAVAILABLE}); the message says why.",
+    503: f"The model is listed but cannot serve ({codes.MODEL_UNAVAILABLE}); the message says why.",
 }
 OPENAI_ERRORS = {
     400: "Invalid request, unsupported parameter, or input longer than the context window "

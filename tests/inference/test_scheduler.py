@@ -39,7 +39,7 @@ def test_it_admits_up_to_the_batch_size_and_queues_the_rest() -> None:
         sch.add(s)
     out = sch.schedule()
     assert [s.seq for s in out.scheduled] == seqs[:2]
-    assert sch.num_running == 2 and sch.num_waiting == 1
+    assert len(sch.running) == 2 and len(sch.waiting) == 1
     assert seqs[2].status is RequestStatus.WAITING
 
 
@@ -109,7 +109,7 @@ def test_a_request_waits_until_its_prompt_fits_in_memory() -> None:
     run(sch)
     sch.add(seq("b", 10, first=50))
     out = run(sch)
-    assert rows(out) == [("a", 10, 11)] and sch.num_waiting == 1
+    assert rows(out) == [("a", 10, 11)] and len(sch.waiting) == 1
     sch.finish(sch.running[0], RequestStatus.FINISHED_STOPPED)
     assert rows(run(sch)) == [("b", 0, 10)]
 
@@ -152,7 +152,7 @@ def test_abort_of_a_waiting_request_removes_it_from_the_queue() -> None:
     sch.add(a)
     sch.add(b)
     sch.abort("b")
-    assert sch.num_waiting == 1 and sch.abort("unknown") is None
+    assert len(sch.waiting) == 1 and sch.abort("unknown") is None
 
 
 def test_a_burst_of_waiting_requests_gets_a_larger_chunk_beside_decodes() -> None:
