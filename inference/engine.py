@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from . import metrics
+from . import memory, metrics
 from .block_manager import BlockManager
 from .catalog import ModelSpec
 from .config import InferenceSettings
@@ -34,6 +34,7 @@ from .sequence import RequestStatus, SamplingParams, Sequence
 
 logger = logging.getLogger(__name__)
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; see Engine.__init__
+MEMORY_RELEASE_INTERVAL = 10.0  # seconds between malloc_trim calls while the engine works
 
 
 class _StepTimer:
@@ -87,6 +88,7 @@ class Engine:
         # back each time; with CPython's default 5 ms switch interval, busy Python threads
         # (the event loop serving many streams, database work) make each handback wait up to
         # 5 ms, and a 16-row step was seen taking a second. A short interval bounds the wait.
+        memory.tune()
         if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
             sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self._ready = threading.Event()
@@ -189,8 +191,12 @@ class Engine:
 
     # worker ----------------------------------------------------------------------
     def _loop(self) -> None:
+        released = time.monotonic()
         while True:
             with self._wakeup:
+                if not self._aborts and not self.scheduler.has_unfinished() and released:
+                    memory.release()  # going idle: hand the step's free pages back
+                    released = 0.0
                 while not self._stopping and not self._aborts and not self.scheduler.has_unfinished():
                     self._wakeup.wait()
                 if self._stopping and not self._states:
@@ -200,6 +206,12 @@ class Engine:
             except Exception:  # pragma: no cover - step() already fails its requests
                 logger.exception("engine %s: unexpected error in step", self.name)
                 time.sleep(0.1)
+            now = time.monotonic()
+            if not released:
+                released = now
+            elif now - released > MEMORY_RELEASE_INTERVAL:
+                memory.release()
+                released = now
 
     def step(self) -> None:
         """One iteration: apply aborts, schedule, execute, sample, process outputs."""

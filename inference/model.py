@@ -90,9 +90,14 @@ class AttentionBatch:
     positions: torch.Tensor  # [T]
     num_decode: int
     decode_context: list[tuple[int, int]] | None  # the one decode row's keys as runs of slots
-    decode_slots: torch.Tensor | None  # [Nd * C] gathered keys of the decode rows, padded
+    # several decode rows: the cache slots of their keys, gathered once per layer, either
+    # padded to the longest row ([Nd * C], with decode_mask [Nd, 1, 1, C] True where a row
+    # has a key, None when no row is padded) or, where padding would waste much, ragged (one
+    # row after another, sum(decode_lengths) slots), attended row by row
+    decode_slots: torch.Tensor | None
     decode_num_context: int  # C
-    decode_mask: torch.Tensor | None  # [1, Nd, 1, C] float32, 0 or -inf (padding), None when none
+    decode_mask: torch.Tensor | None
+    decode_lengths: list[int] | None  # ragged: each row's number of keys
     prefills: list[PrefillRow]
     logits_index: torch.Tensor | None  # [R] tokens whose logits are wanted (None: the last row)
 
@@ -120,13 +125,41 @@ def rms_norm(x: torch.Tensor, doubled_weight: torch.Tensor, eps: float) -> torch
 
 def _read(cache_k: torch.Tensor, cache_v: torch.Tensor,
           runs: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values ``[1, Hkv, C, D]`` of runs of slots: a view for one run."""
+    """Keys and values ``[1, Hkv, C, D]`` of runs of slots: a (strided) view for one run."""
     if len(runs) == 1:
         s0, n = runs[0]
-        return cache_k[:, s0 : s0 + n].unsqueeze(0), cache_v[:, s0 : s0 + n].unsqueeze(0)
-    keys = torch.cat([cache_k[:, s0 : s0 + n] for s0, n in runs], dim=1)
-    values = torch.cat([cache_v[:, s0 : s0 + n] for s0, n in runs], dim=1)
-    return keys.unsqueeze(0), values.unsqueeze(0)
+        keys, values = cache_k[s0 : s0 + n], cache_v[s0 : s0 + n]  # [C, Hkv, D]
+    else:
+        keys = torch.cat([cache_k[s0 : s0 + n] for s0, n in runs])
+        values = torch.cat([cache_v[s0 : s0 + n] for s0, n in runs])
+    return keys.transpose(0, 1).unsqueeze(0), values.transpose(0, 1).unsqueeze(0)
+
+
+def _decode_rows(qd: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor,
+                 batch: AttentionBatch) -> torch.Tensor:
+    """Attention of several decode rows ``qd`` ``[Nd, Hkv, G, D]`` -> ``[Nd, Hkv, G, D]``.
+
+    SDPA's CPU kernel reads the gathered keys in place as ``[Nd, Hkv, C, D]`` strided views.
+    It is ATen's own kernel: a bf16 ``matmul`` here would go through oneDNN, which compiles and
+    keeps a kernel for every new shape, and a decode batch's context width is new every step
+    (measured: memory grew by hundreds of MB over a few minutes of traffic)."""
+    assert batch.decode_slots is not None
+    nd, hkv, _, d = qd.shape
+    keys = cache_k.index_select(0, batch.decode_slots)  # [keys, Hkv, D]
+    values = cache_v.index_select(0, batch.decode_slots)
+    if batch.decode_lengths is not None:
+        # ragged: each row reads only its own keys; measured 2-4x faster than padding when
+        # rows' contexts differ a lot (a long chat beside new ones)
+        outs, start = [], 0
+        for i, n in enumerate(batch.decode_lengths):
+            outs.append(F.scaled_dot_product_attention(
+                qd[i : i + 1], keys[start : start + n].transpose(0, 1).unsqueeze(0),
+                values[start : start + n].transpose(0, 1).unsqueeze(0)))
+            start += n
+        return torch.cat(outs)
+    c = batch.decode_num_context
+    keys, values = keys.view(nd, c, hkv, d).transpose(1, 2), values.view(nd, c, hkv, d).transpose(1, 2)
+    return F.scaled_dot_product_attention(qd, keys, values, attn_mask=batch.decode_mask)
 
 
 class LlamaModel:
@@ -195,13 +228,12 @@ class LlamaModel:
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, batch: AttentionBatch, kv: torch.Tensor) -> torch.Tensor:
         """Compute ``input_ids`` ``[T]``; write their keys/values into ``kv``
-        ``[L, 2, Hkv, num_slots, D]``; return logits ``[R, V]`` (float32) of the tokens
+        ``[L, 2, num_slots, Hkv, D]``; return logits ``[R, V]`` (float32) of the tokens
         in ``batch.logits_index``."""
         a = self.args
         t = input_ids.shape[0]
         hq, hkv, d = a.num_attention_heads, a.num_key_value_heads, a.head_dim
         group = hq // hkv
-        scale = d**-0.5
         eps = a.rms_norm_eps
         cos = self.cos[batch.positions][:, None]  # [T, 1, D]
         sin = self.sin[batch.positions][:, None]
@@ -217,9 +249,9 @@ class LlamaModel:
             q = qk[:, :hq]  # [T, Hq, D]
             k = qk[:, hq:]  # [T, Hkv, D]
             v = qkv[:, (hq + hkv) * d :].view(t, hkv, d)
-            cache_k, cache_v = kv[i, 0], kv[i, 1]  # [Hkv, S, D]
-            cache_k.index_copy_(1, slots, k.transpose(0, 1))
-            cache_v.index_copy_(1, slots, v.transpose(0, 1))
+            cache_k, cache_v = kv[i, 0], kv[i, 1]  # [S, Hkv, D]
+            cache_k.index_copy_(0, slots, k)
+            cache_v.index_copy_(0, slots, v)
             outs = []
             if nd:
                 # the Hq/Hkv query heads sharing a kv head become rows of one query block
@@ -228,19 +260,7 @@ class LlamaModel:
                     keys, values = _read(cache_k, cache_v, batch.decode_context)  # [1, Hkv, C, D]
                     o = F.scaled_dot_product_attention(qd, keys, values)  # [1, Hkv, G, D]
                 else:
-                    # gathered keys stay heads-major, so plain matmuls read them without
-                    # a copy (SDPA on the strided batch view is 3x slower, measured)
-                    c = batch.decode_num_context
-                    assert batch.decode_slots is not None
-                    keys = cache_k.index_select(1, batch.decode_slots).view(hkv, nd, c, d)
-                    values = cache_v.index_select(1, batch.decode_slots).view(hkv, nd, c, d)
-                    scores = torch.matmul(qd.transpose(0, 1), keys.transpose(-1, -2)).float()  # [Hkv, Nd, G, C]
-                    if batch.decode_mask is not None:
-                        scores = torch.add(batch.decode_mask, scores, alpha=scale)
-                    else:
-                        scores = scores * scale
-                    probs = torch.softmax(scores, dim=-1).to(values.dtype)
-                    o = torch.matmul(probs, values).transpose(0, 1)  # [Nd, Hkv, G, D]
+                    o = _decode_rows(qd, cache_k, cache_v, batch)
                 outs.append(o.reshape(nd, hq * d))
             for row in batch.prefills:
                 qp = q[row.token_start : row.token_end].transpose(0, 1).unsqueeze(0)  # [1, Hq, L, D]

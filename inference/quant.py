@@ -39,6 +39,27 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def bucket_rows(m: int) -> int:
+    """``m`` rounded up to one of a few sizes: itself up to 32, then 4 sizes per doubling
+    (40, 48, 56, 64, 80, ...), so at most a quarter of the rows are padding."""
+    if m <= 32:
+        return m
+    step = 1 << (m.bit_length() - 3)
+    return -(-m // step) * step
+
+
+def dense_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ W.T``. On a CPU the rows are padded to ``bucket_rows``: a reduced-precision GEMM
+    there runs through oneDNN, which compiles and keeps a kernel for every new row count, and a
+    server sees every count up to its prefill chunk (measured: 800 distinct counts held 700 MB
+    for good, and a few minutes of traffic grew the server by hundreds of MB)."""
+    m = x.shape[0]
+    rows = bucket_rows(m) if x.device.type == "cpu" else m
+    if rows == m:
+        return F.linear(x, weight)
+    return F.linear(F.pad(x, (0, 0, 0, rows - m)), weight)[:m]
+
+
 class DenseLinear:
     """``x @ W.T`` with a dense weight ``[N, K]`` in the compute dtype."""
 
@@ -47,7 +68,7 @@ class DenseLinear:
         self.out_features, self.in_features = weight.shape
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # [M, K] -> [M, N]
-        return F.linear(x, self.weight)
+        return dense_linear(x, self.weight)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +141,7 @@ class HybridLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] <= self.max_kernel_rows:
             return self.kernel(x)
-        return F.linear(x, self.dense)
+        return dense_linear(x, self.dense)
 
 
 def make_linear(weight: torch.Tensor, kind: str, dtype: torch.dtype) -> DenseLinear | HybridLinear:

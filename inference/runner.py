@@ -1,6 +1,6 @@
 """Owns the tensors: the model and the paged KV cache. Applies what the scheduler decided.
 
-The cache is one tensor ``[L, 2, Hkv, num_blocks * block_size, D]``, allocated (and
+The cache is one tensor ``[L, 2, num_blocks * block_size, Hkv, D]``, allocated (and
 touched) once when the engine starts, so memory is reserved up front and never grows
 with traffic. The runner turns each scheduled sequence's block table into flat cache
 positions: where its new tokens write, and which keys its rows read.
@@ -15,6 +15,12 @@ from .model import AttentionBatch, LlamaModel, PrefillRow
 from .scheduler import ScheduledSeq, SchedulerOutput
 
 logger = logging.getLogger(__name__)
+# Decode rows attend padded to the longest row (one batched matmul) unless the padding would be
+# over this share of the real keys and the longest row is past this many keys; then row by row.
+# Measured on 2 cores, 16 rows: contexts 20-80 padded 0.26 ms/layer, ragged 0.33; 200-1500
+# padded 2.8, ragged 2.3; 100-3000 padded 5.5, ragged 4.4.
+RAGGED_PADDING = 1.3
+RAGGED_MIN_CONTEXT = 256
 
 
 class ModelRunner:
@@ -23,7 +29,7 @@ class ModelRunner:
         self.device = model.device
         self.block_size = block_size
         a = model.args
-        shape = (a.num_hidden_layers, 2, a.num_key_value_heads, num_blocks * block_size, a.head_dim)
+        shape = (a.num_hidden_layers, 2, num_blocks * block_size, a.num_key_value_heads, a.head_dim)
         with torch.inference_mode():
             self.kv = torch.zeros(shape, dtype=cache_dtype, device=self.device)
 
@@ -79,19 +85,22 @@ class ModelRunner:
             positions += range(s.start, s.end)
             slot_mapping += self._slots(s.seq.block_table, s.start, s.end)
         dev = self.device
-        decode_context = decode_slots = decode_mask = None
+        decode_context = decode_slots = decode_mask = decode_lengths = None
         width = 0
         if decodes:
             width = max(s.end for s in decodes)
+            lengths = [s.end for s in decodes]
             if len(decodes) == 1:
                 decode_context = self._runs(decodes[0].seq.block_table, width)
+            elif width > RAGGED_MIN_CONTEXT and len(decodes) * width > RAGGED_PADDING * sum(lengths):
+                decode_lengths = lengths
+                decode_slots = torch.tensor(
+                    [slot for s in decodes for slot in self._slots(s.seq.block_table, 0, s.end)], device=dev)
             else:
                 decode_slots = self._context_slots(decodes, width)
-                lengths = [s.end for s in decodes]
                 if min(lengths) != width:
-                    pad = torch.arange(width)[None, :] >= torch.tensor(lengths)[:, None]  # [Nd, C]
-                    bias = torch.zeros(pad.shape).masked_fill_(pad, float("-inf"))
-                    decode_mask = bias[None, :, None, :].to(dev)
+                    keep = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]  # [Nd, C]
+                    decode_mask = keep[:, None, None, :].to(dev)
         rows: list[PrefillRow] = []
         cursor = len(decodes)
         for s in prefills:
@@ -120,6 +129,7 @@ class ModelRunner:
             decode_slots=decode_slots,
             decode_num_context=width,
             decode_mask=decode_mask,
+            decode_lengths=decode_lengths,
             prefills=rows,
             logits_index=logits_index,
         )

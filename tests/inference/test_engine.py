@@ -32,6 +32,29 @@ async def test_batched_greedy_output_equals_single_request_output(fp32_engine) -
     assert all(alone)
 
 
+async def test_a_long_conversation_batched_with_short_ones_keeps_every_answer(fp32_engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Rows whose contexts differ a lot attend row by row (ragged), not padded to the longest."""
+    from inference import model as model_module
+
+    ragged = []
+    real = model_module._decode_rows
+
+    def spy(qd, cache_k, cache_v, batch):  # type: ignore[no-untyped-def]
+        ragged.append(batch.decode_lengths is not None)
+        return real(qd, cache_k, cache_v, batch)
+
+    monkeypatch.setattr(model_module, "_decode_rows", spy)
+    engine = fp32_engine
+    greedy = SamplingParams(max_tokens=16, temperature=0)
+    passage = " ".join(f"Line {i}: the river keeps flowing past the old mill." for i in range(60))
+    prompts = [ids(engine, f"{passage}\nWhat does the river do?")] + [ids(engine, q) for q in QUESTIONS[:3]]
+    assert len(prompts[0]) > 600
+    alone = [await engine.submit(p, greedy).text() for p in prompts]
+    together = await asyncio.gather(*[engine.submit(p, greedy).text() for p in prompts])
+    assert list(together) == alone and all(alone)
+    assert any(ragged)
+
+
 async def test_the_same_request_twice_gives_the_same_answer_with_the_prefix_cache(engine) -> None:  # type: ignore[no-untyped-def]
     prompt = ids(engine, "Tell me about the moon in three sentences.")
     greedy = SamplingParams(max_tokens=40, temperature=0)

@@ -23,3 +23,17 @@ async def test_the_int8_entry_runs_with_8_bit_weights_and_answers() -> None:
                                                add_generation_prompt=True)["input_ids"]
     answer = await engine.submit(list(ids), SamplingParams(max_tokens=16, temperature=0)).text()
     assert "Paris" in answer
+
+
+def test_dense_rows_are_padded_to_a_few_sizes_and_the_padding_never_shows() -> None:
+    from inference.quant import bucket_rows, dense_linear
+
+    sizes = {bucket_rows(m) for m in range(1, 2049)}
+    assert len(sizes) < 64  # not 2048 oneDNN kernels kept for good
+    assert all(m <= bucket_rows(m) <= max(m, m * 5 // 4) for m in range(1, 2049))
+    weight = torch.randn(48, 64).to(torch.bfloat16)
+    for m in (1, 32, 33, 47, 100):
+        x = torch.randn(m, 64).to(torch.bfloat16)
+        out = dense_linear(x, weight)
+        assert out.shape == (m, 48)
+        torch.testing.assert_close(out, torch.nn.functional.linear(x, weight))
