@@ -25,6 +25,7 @@ _EXPORTS = {
     "ModelNotFound": "errors",
     "ModelUnavailable": "errors",
     "QueueFull": "errors",
+    "MainThreadHost": "host",
     "checkpoint_dir": "loader",
     "Finished": "outputs",
     "RequestStream": "outputs",
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
         ModelUnavailable,
         QueueFull,
     )
+    from .host import MainThreadHost
     from .loader import checkpoint_dir
     from .model_pool import ModelPool, pool
     from .outputs import Finished, RequestStream, Usage

@@ -17,8 +17,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 
-from . import memory, metrics
+from . import host, memory, metrics
 from .block_manager import BlockManager
 from .catalog import ModelSpec
 from .config import InferenceSettings
@@ -60,10 +61,11 @@ class _StepTimer:
 
 class Engine:
     """``loaded`` may be a model already loaded, or a function that loads it: then the
-    worker thread loads it itself before serving (and the constructor waits). Doing
-    all tensor work on one thread matters on CPUs: torch's OpenMP thread team belongs
-    to the thread that first runs a parallel op, and steps run from another thread
-    were measured 1.5x slower on 2 cores."""
+    worker loads it itself before serving (and the constructor waits). Doing all tensor
+    work on one thread matters on CPUs: torch's OpenMP thread team belongs to the thread
+    that runs a parallel op, and steps run from another thread were measured 1.5x slower
+    on 2 cores. The worker is the main thread where the server offers it (``host``):
+    twice as fast again."""
 
     def __init__(self, spec: ModelSpec, loaded: LoadedModel | Callable[[], LoadedModel],
                  settings: InferenceSettings | None = None) -> None:
@@ -93,8 +95,7 @@ class Engine:
             sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(loaded,), name=f"engine-{spec.name}", daemon=True)
-        self._thread.start()
+        self._thread = host.start(partial(self._run, loaded), f"engine-{spec.name}")
         self._ready.wait()
         if self._load_error is not None:
             raise self._load_error
