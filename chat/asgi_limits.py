@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from typing import Any
 
 from django.conf import settings
@@ -28,6 +29,8 @@ Message = Mapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+DRAIN_FACTOR = 4  # a body up to this many times the limit is read to its end before the 413
+DRAIN_SECONDS = 2.0
 
 
 def too_large() -> ApiError:
@@ -55,6 +58,8 @@ def limit_requests(app: ASGIApp) -> ASGIApp:
         try:
             body = await _read_body(scope, receive)
         except ApiError as error:
+            if error.status == 413:
+                await _drain(scope, receive)
             return await _send_response(send, error_response(_app_path(scope), error))
         if body is None:  # the client left
             return None
@@ -100,6 +105,25 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
                     return b"".join(chunks)
     except TimeoutError:
         raise too_slow() from None
+
+
+async def _drain(scope: Scope, receive: Receive) -> None:
+    """Read and drop the rest of a body a little over the limit before answering 413: most
+    clients send the whole body before they read, and closing a socket with unread bytes
+    resets it, so they would see a broken connection instead of the error. Bodies declared far
+    larger or of no declared length, or arriving slowly, are not waited for (the connection is
+    closed after the 413)."""
+    budget = DRAIN_FACTOR * settings.API_MAX_BODY_BYTES
+    declared = _declared_length(scope)
+    if not declared or declared > budget:
+        return
+    with suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while budget > 0:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                budget -= len(message.get("body", b""))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

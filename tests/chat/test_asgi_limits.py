@@ -52,6 +52,20 @@ async def test_a_declared_length_past_the_limit_is_413_before_any_body_is_read()
 
 
 @override_settings(API_MAX_BODY_BYTES=1000)
+async def test_a_body_a_little_over_the_limit_is_read_to_its_end_before_the_413() -> None:
+    """A client that sends its whole body before reading must get the error, not a reset
+    connection (closing a socket with unread bytes resets it)."""
+    app = Recorder()
+    communicator = request(app, headers=[(b"content-length", b"2500")])
+    for i in range(5):
+        await communicator.send_input({"type": "http.request", "body": b"x" * 500, "more_body": i < 4})
+    status, _, body = await response(communicator)
+    assert status == 413 and body["errors"][0]["code"] == 3006
+    assert communicator.input_queue.empty()  # every chunk was read
+    assert app.bodies == []
+
+
+@override_settings(API_MAX_BODY_BYTES=1000)
 async def test_openai_paths_get_the_refusal_in_openais_shape() -> None:
     app = Recorder()
     status, _, body = await response(request(app, "/v1/chat/completions", [(b"content-length", b"5000")]))
