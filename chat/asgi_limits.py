@@ -115,8 +115,8 @@ async def _drain(scope: Scope, receive: Receive) -> None:
     closed after the 413)."""
     budget = DRAIN_FACTOR * settings.API_MAX_BODY_BYTES
     declared = _declared_length(scope)
-    if not declared or declared > budget:
-        return
+    if not declared or declared > budget or _expects_continue(scope):
+        return  # (reading would send "100 Continue": an invitation to send what we refuse)
     with suppress(TimeoutError):
         async with asyncio.timeout(DRAIN_SECONDS):
             while budget > 0:
@@ -124,6 +124,10 @@ async def _drain(scope: Scope, receive: Receive) -> None:
                 if message["type"] != "http.request" or not message.get("more_body", False):
                     return
                 budget -= len(message.get("body", b""))
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(name.lower() == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"])
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -117,8 +117,9 @@ async def start_turn(conversation: Conversation, entry: CatalogEntry, content: s
         turn = await sync_to_async(save)()
     except BaseException as exc:
         stream.abort()
-        if isinstance(exc, IntegrityError) and await conversation.messages.filter(
-                state=Message.State.STREAMING).aexists():
+        # The one constraint a turn's rows can break here is one streaming answer per conversation
+        # (a racing post won): 409, even when that answer has finished by now (they can be quick).
+        if isinstance(exc, IntegrityError) and await Conversation.objects.filter(pk=conversation.pk).aexists():
             raise ApiError(409, INVALID_INPUT,
                            "An answer is still streaming in this conversation; stop it first") from None
         raise
