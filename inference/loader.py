@@ -168,7 +168,8 @@ class ExecutionPlan:
         source = _gguf_linear_kind(spec)
         if source is None:
             return cls(dtype, "dense", "dense", "none")
-        return cls(dtype, source, "int8", f"{source} weight-only (the GGUF's own blocks)")
+        head = "int4+int8" if source == "int4" else "int8"  # quant.CandidateHead
+        return cls(dtype, source, head, f"{source} weight-only (the GGUF's own blocks)")
 
 
 def _bitsandbytes_linear(weight: torch.Tensor, device: str) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .quant import DenseLinear, HybridLinear, make_linear
+from .quant import CandidateHead, DenseLinear, HybridLinear, make_linear
 
 Linear = DenseLinear | HybridLinear | Any  # Any: a bitsandbytes module on CUDA
 
@@ -213,14 +213,14 @@ class LlamaModel:
             ))
         embed = w("model.embed_tokens.weight")
         head_weight = embed if args.tie_word_embeddings or "lm_head.weight" not in state else w("lm_head.weight")
-        head = lin(head_weight, head_kind)
+        head: Linear = CandidateHead(head_weight, dtype) if head_kind == "int4+int8" else lin(head_weight, head_kind)
         embed_c = embed.to(dtype)
         if isinstance(head, DenseLinear) and head_weight is embed:
             head = DenseLinear(embed_c)  # tied: one copy
         return cls(args, embed_c, layers, w("model.norm.weight").repeat(2).to(dtype), head, dtype, device)
 
     def linears(self) -> list[Linear]:
-        out: list[Linear] = [self.head]
+        out: list[Linear] = [self.head.exact if isinstance(self.head, CandidateHead) else self.head]
         for layer in self.layers:
             out += [layer.qkv, layer.o, layer.gate_up, layer.down]
         return out

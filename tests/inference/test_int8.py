@@ -37,3 +37,21 @@ def test_dense_rows_are_padded_to_a_few_sizes_and_the_padding_never_shows() -> N
         out = dense_linear(x, weight)
         assert out.shape == (m, 48)
         torch.testing.assert_close(out, torch.nn.functional.linear(x, weight))
+
+
+def test_the_candidate_head_gives_the_8_bit_logits_of_each_rows_likely_tokens() -> None:
+    from inference.quant import CandidateHead
+
+    torch.manual_seed(0)
+    head = CandidateHead(torch.randn(4096, 64) * 0.1, torch.bfloat16, candidates=16)
+    x = torch.randn(3, 64).to(torch.bfloat16)
+    with torch.inference_mode():
+        got = head(x)
+        top = head.fast(x).float().topk(16, dim=-1).indices  # the candidates: likeliest by the 4-bit logits
+    exact = x.float() @ (head.int8.qweight.float() * head.int8.scales.float()[:, None]).T  # 8-bit weights, in fp32
+    assert got.shape == (3, 4096) and got.dtype == torch.float32
+    torch.testing.assert_close(got.gather(1, top), exact.gather(1, top))
+    assert torch.equal(got.argmax(-1), exact.argmax(-1))  # greedy picks what the 8-bit weights pick
+    many = torch.randn(head.exact.max_kernel_rows + 1, 64).to(torch.bfloat16)
+    with torch.inference_mode():  # more rows than the kernels serve: the exact head throughout
+        torch.testing.assert_close(head(many), head.exact(many).float())
