@@ -63,13 +63,12 @@ class ModelRunner:
         return runs
 
     def _context_slots(self, rows: list[ScheduledSeq], width: int) -> torch.Tensor:
-        """Flat cache positions ``[len(rows) * width]`` of each row's keys, padded with
-        slot 0 (block 0 is never handed out)."""
+        """Cache positions ``[len(rows), width]`` (on the CPU) of each row's keys, padded
+        with slot 0 (block 0 is never handed out)."""
         bs = self.block_size
         nb = -(-width // bs)
         tables = torch.tensor([(r.seq.block_table + [0] * nb)[:nb] for r in rows], dtype=torch.long)
-        slots = (tables[:, :, None] * bs + torch.arange(bs)).view(len(rows), nb * bs)[:, :width]
-        return slots.reshape(-1).to(self.device)
+        return (tables[:, :, None] * bs + torch.arange(bs)).view(len(rows), nb * bs)[:, :width]
 
     def execute(self, out: SchedulerOutput) -> tuple[list[ScheduledSeq], torch.Tensor]:
         """Run one step. Returns the rows that reached their last token (in order) and
@@ -92,15 +91,16 @@ class ModelRunner:
             lengths = [s.end for s in decodes]
             if len(decodes) == 1:
                 decode_context = self._runs(decodes[0].seq.block_table, width)
-            elif width > RAGGED_MIN_CONTEXT and len(decodes) * width > RAGGED_PADDING * sum(lengths):
-                decode_lengths = lengths
-                decode_slots = torch.tensor(
-                    [slot for s in decodes for slot in self._slots(s.seq.block_table, 0, s.end)], device=dev)
             else:
-                decode_slots = self._context_slots(decodes, width)
-                if min(lengths) != width:
-                    keep = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]  # [Nd, C]
-                    decode_mask = keep[:, None, None, :].to(dev)
+                slots = self._context_slots(decodes, width)
+                keep = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]  # [Nd, C]
+                if width > RAGGED_MIN_CONTEXT and len(decodes) * width > RAGGED_PADDING * sum(lengths):
+                    decode_lengths = lengths
+                    decode_slots = slots[keep].to(dev)  # each row's own keys, one row after another
+                else:
+                    decode_slots = slots.reshape(-1).to(dev)
+                    if min(lengths) != width:
+                        decode_mask = keep[:, None, None, :].to(dev)
         rows: list[PrefillRow] = []
         cursor = len(decodes)
         for s in prefills:
