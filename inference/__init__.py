@@ -25,10 +25,13 @@ _EXPORTS = {
     "ModelNotFound": "errors",
     "ModelUnavailable": "errors",
     "QueueFull": "errors",
+    "Guide": "guided",
+    "InvalidGrammar": "guided",
     "MainThreadHost": "host",
     "checkpoint_dir": "loader",
     "Finished": "outputs",
     "RequestStream": "outputs",
+    "TokenLogprob": "outputs",
     "Usage": "outputs",
     "FittedPrompt": "prompts",
     "check_context": "prompts",
@@ -36,6 +39,12 @@ _EXPORTS = {
     "pool": "model_pool",
     "InvalidSamplingParams": "sequence",
     "SamplingParams": "sequence",
+    "Tool": "tools",
+    "ToolCall": "tools",
+    "ToolCallParser": "tools",
+    "parse_tool_calls": "tools",
+    "render_messages": "tools",
+    "tool_guide": "tools",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -61,9 +70,11 @@ if TYPE_CHECKING:
         ModelUnavailable,
         QueueFull,
     )
+    from .guided import Guide, InvalidGrammar
     from .host import MainThreadHost
     from .loader import checkpoint_dir
     from .model_pool import ModelPool, pool
-    from .outputs import Finished, RequestStream, Usage
+    from .outputs import Finished, RequestStream, TokenLogprob, Usage
     from .prompts import FittedPrompt, check_context
     from .sequence import InvalidSamplingParams, SamplingParams
+    from .tools import Tool, ToolCall, ToolCallParser, parse_tool_calls, render_messages, tool_guide

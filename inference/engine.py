@@ -19,17 +19,20 @@ import uuid
 from collections.abc import Callable
 from functools import partial
 
+import torch
+
 from . import host, memory, metrics
 from .block_manager import BlockManager
 from .catalog import ModelSpec
 from .config import InferenceSettings
 from .errors import ContextWindowExceeded
+from .guided import GrammarCompiler, Guide
 from .loader import LoadedModel
 from .output_processor import RequestState
-from .outputs import Finished, RequestStream, Usage
+from .outputs import Finished, RequestStream, TokenLogprob, Usage
 from .prompts import FittedPrompt, PromptEncoder
 from .runner import ModelRunner
-from .sampling import sample
+from .sampling import TokenMasks, sample, top_logprobs
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import RequestStatus, SamplingParams, Sequence
 
@@ -105,6 +108,8 @@ class Engine:
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.prompts = PromptEncoder(loaded.tokenizer)
+        self.grammars = GrammarCompiler(loaded.tokenizer, loaded.eos_token_ids)
+        self._masks: TokenMasks | None = None
         num_blocks = settings.kv_cache_tokens // settings.block_size + 1  # block 0: padding
         self.block_manager = BlockManager(num_blocks, settings.block_size, settings.prefix_caching)
         self.scheduler = Scheduler(self.block_manager, settings.max_batch_size, settings.max_queue,
@@ -136,6 +141,12 @@ class Engine:
         """The newest messages of ``history`` that fit ``budget`` tokens (blocking)."""
         return self.prompts.fit_history(system_prompt, history, budget)
 
+    def compile_guide(self, guide: Guide) -> None:
+        """Check that ``guide`` compiles for this model (cached); raises ``InvalidGrammar``
+        with the reason. Blocking (the first call builds the vocabulary's index): call it in
+        a thread before ``submit``."""
+        self.grammars.compile(guide)
+
     def submit(self, prompt_token_ids: list[int], params: SamplingParams,
                request_id: str | None = None, log_tag: str = "") -> RequestStream:
         """Queue a request; returns its stream. Raises ``QueueFull`` (no room) or
@@ -152,7 +163,8 @@ class Engine:
             log_tag=log_tag,
         )
         stream = RequestStream(seq.request_id, seq.num_prompt_tokens, asyncio.get_running_loop(), self.abort)
-        state = RequestState(seq, stream, self.tokenizer, self.loaded.device)
+        matcher = self.grammars.matcher(params.guide) if params.guide is not None else None
+        state = RequestState(seq, stream, self.tokenizer, self.loaded.device, self.loaded.eos_token_ids, matcher)
         with self._wakeup:
             self.scheduler.add(seq)  # may raise QueueFull
             self._states[seq.request_id] = state
@@ -236,7 +248,13 @@ class Engine:
             rows, logits = self.runner.execute(out)
             seqs = [r.seq for r in rows]
             states = [self._states[s.request_id] for s in seqs]
+            matchers = [st.matcher for st in states]
+            if any(m is not None for m in matchers):
+                self._masks = self._masks or TokenMasks()
+                self._masks.apply(logits, matchers)
             tokens = sample(logits, seqs, [st.generator for st in states]) if rows else []
+            logprobs = [self._logprobs(logits[i], st.seq, t) if st.seq.params.logprobs is not None
+                        and isinstance(t, int) else None for i, (st, t) in enumerate(zip(states, tokens))]
         except Exception as exc:
             logger.exception("engine %s: step failed; failing its %d requests", self.name, len(out.scheduled))
             with self._wakeup:
@@ -249,16 +267,26 @@ class Engine:
         now = time.monotonic()
         with self._wakeup:
             self.scheduler.update(out)
-            for state, token in zip(states, tokens):
+            for state, token, logprob in zip(states, tokens, logprobs):
                 if state.seq.status.is_finished:  # aborted while the step ran: drop its token
                     continue
                 if isinstance(token, Exception):
                     logger.error("engine %s: sampling failed for %s: %r", self.name, state.seq.request_id, token)
                     self._finish(state, RequestStatus.FINISHED_ERROR, error="sampling failed")
                     continue
-                self._process(state, token, now)
+                try:
+                    self._process(state, token, now, logprob)
+                except Exception:  # noqa: BLE001 - fails this request only
+                    logger.exception("engine %s: output of %s failed", self.name, state.seq.request_id)
+                    self._finish(state, RequestStatus.FINISHED_ERROR, error="output processing failed")
 
-    def _process(self, state: RequestState, token: int, now: float) -> None:
+    def _logprobs(self, logits: torch.Tensor, seq: Sequence, token: int) -> TokenLogprob:
+        k = seq.params.logprobs or 0
+        logprob, top = top_logprobs(logits, token, k)
+        decode = self.tokenizer.decode
+        return TokenLogprob(token, decode([token]), logprob, [(decode([t]), lp) for t, lp in top])
+
+    def _process(self, state: RequestState, token: int, now: float, logprob: TokenLogprob | None = None) -> None:
         seq = state.seq
         if seq.first_token_time is None:
             seq.first_token_time = now
@@ -266,10 +294,13 @@ class Engine:
         elif state.last_token_time is not None:
             self._itl.observe(now - state.last_token_time)
         state.last_token_time = now
-        if token not in self.loaded.eos_token_ids:
+        if token not in state.end_ids:
             seq.append_token(token)
-        text, status = state.process(token, self.loaded.eos_token_ids)
-        if text and not state.stream.push([text]):
+        text, status = state.process(token)
+        events: list[TokenLogprob | str] = [logprob] if logprob is not None else []
+        if text:
+            events.append(text)
+        if events and not state.stream.push(events):
             status = RequestStatus.FINISHED_ABORTED  # its caller's event loop is gone
         if status is not None:
             self._finish(state, status)

@@ -29,8 +29,12 @@ def check_finish(seq: Sequence, hit_stop: bool) -> RequestStatus | None:
 class RequestState:
     """Worker-side companions of a sequence: generator, detokenizer, stop matcher, stream."""
 
-    def __init__(self, seq: Sequence, stream: RequestStream, tokenizer: Any, device: str) -> None:
+    def __init__(self, seq: Sequence, stream: RequestStream, tokenizer: Any, device: str,
+                 eos_token_ids: frozenset[int], matcher: Any = None) -> None:
         self.seq = seq
+        # tokens that end the answer without being part of it
+        self.end_ids = eos_token_ids | frozenset(seq.params.stop_token_ids)
+        self.matcher = matcher  # llguidance matcher when the output is constrained (inference.guided)
         self.stream = stream
         self.seed = seq.params.seed if seq.params.seed is not None else random.randrange(2**63)
         self.generator: torch.Generator | None = None if seq.params.is_greedy else make_generator(self.seed, device)
@@ -38,17 +42,22 @@ class RequestState:
         self.stops = StopMatcher(seq.params.stop)
         self.last_token_time: float | None = None
 
-    def process(self, token: int, eos_token_ids: frozenset[int]) -> tuple[str, RequestStatus | None]:
+    def process(self, token: int) -> tuple[str, RequestStatus | None]:
         """Take the newly sampled ``token`` (already appended to the sequence unless it
         ends it); return the text it completes and the finish, if any."""
-        if token in eos_token_ids:  # the end-of-sequence token is not part of the answer
+        if token in self.end_ids:  # the end-of-sequence token is not part of the answer
             return self._flush()[0], RequestStatus.FINISHED_STOPPED
         text, hit_stop = self.stops.feed(self.detokenizer.add(token))
         status = check_finish(self.seq, hit_stop)
-        if status is RequestStatus.FINISHED_LENGTH:
+        complete = False
+        if self.matcher is not None and status is None:
+            if not self.matcher.consume_token(token):  # the mask allowed it: a bug, not the caller's
+                raise RuntimeError(f"grammar refused token {token}: {self.matcher.get_error()}")
+            complete = self.matcher.is_stopped()  # the grammar is complete: nothing more may follow
+        if status is RequestStatus.FINISHED_LENGTH or complete:
             tail, hit_stop = self._flush()
             text += tail
-            if hit_stop:  # the held-back text completed a stop string after all
+            if hit_stop or complete:  # the held-back text completed a stop string, or the grammar
                 status = RequestStatus.FINISHED_STOPPED
         return text, status
 

@@ -28,6 +28,16 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability and the likeliest alternatives (when asked for)."""
+
+    token_id: int
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
 class Finished:
     finish_reason: str  # stop | length | abort | error
     usage: Usage
@@ -60,6 +70,7 @@ class RequestStream:
         self.queue: asyncio.Queue[list[Any]] = asyncio.Queue()
         self.finished: Finished | None = None  # set once the consumer reaches the end
         self._buffer: list[str] = []
+        self.logprobs: list[TokenLogprob] = []  # of tokens whose text was handed out (take_logprobs)
         self._ended = asyncio.Event()  # set as soon as the end arrives, consumed or not
         self._final: Finished | None = None
 
@@ -99,8 +110,15 @@ class RequestStream:
         for ev in events:
             if isinstance(ev, Finished):
                 self.finished = ev
+            elif isinstance(ev, TokenLogprob):
+                self.logprobs.append(ev)
             elif ev:
                 self._buffer.append(ev)
+
+    def take_logprobs(self) -> list[TokenLogprob]:
+        """The log-probabilities received so far and not yet taken."""
+        taken, self.logprobs = self.logprobs, []
+        return taken
 
     async def wait_finished(self) -> Finished:
         """Wait for the end (after an abort, say) and return how it finished; may run

@@ -1,6 +1,8 @@
 """Turn logits into next tokens, each row with its own settings and random generator."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .sequence import Sequence
@@ -47,6 +49,44 @@ def sample_row(logits: torch.Tensor, seq: Sequence, generator: torch.Generator |
         logits = torch.empty_like(logits).scatter_(0, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class TokenMasks:
+    """Masks the logits of constrained rows to the tokens their grammars allow now
+    (``inference.guided``). One llguidance executor computes every row's bitmask at once,
+    in parallel and without the GIL."""
+
+    def __init__(self) -> None:
+        from llguidance import LLExecutor
+
+        self.executor = LLExecutor()
+        self.shifts = torch.arange(32, dtype=torch.int32)
+
+    @torch.inference_mode()
+    def apply(self, logits: torch.Tensor, matchers: list[Any]) -> None:
+        """In place on ``logits`` ``[N, V]``; ``matchers[i]`` is row i's matcher or None."""
+        rows = [i for i, m in enumerate(matchers) if m is not None]
+        if not rows:
+            return
+        from llguidance.torch import fill_next_token_bitmask_par
+
+        vocab = logits.shape[-1]
+        words = (vocab + 31) // 32
+        bitmask = torch.zeros((len(rows), words), dtype=torch.int32)
+        fill_next_token_bitmask_par(self.executor, [(matchers[i], j) for j, i in enumerate(rows)], bitmask)
+        allowed = ((bitmask.unsqueeze(-1) >> self.shifts) & 1).view(len(rows), words * 32)[:, :vocab].bool()
+        index = torch.tensor(rows, device=logits.device)
+        logits[index] = logits[index].masked_fill(~allowed.to(logits.device), float("-inf"))
+
+
+def top_logprobs(logits: torch.Tensor, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
+    """The log-probability of ``token`` under ``logits`` ``[V]`` and the ``k`` likeliest tokens."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    top: list[tuple[int, float]] = []
+    if k:
+        values, ids = logprobs.topk(k)
+        top = list(zip(ids.tolist(), values.tolist()))
+    return float(logprobs[token]), top
 
 
 def sample(logits: torch.Tensor, seqs: list[Sequence],

@@ -5,6 +5,7 @@ import enum
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class InvalidSamplingParams(ValueError):
@@ -32,6 +33,9 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()  # end the answer like end-of-sequence, not part of it
+    logprobs: int | None = None  # None: none; k: the sampled token's and the k likeliest (k <= 20)
+    guide: Any = None  # an inference.guided.Guide: the output must match it
 
     def __post_init__(self) -> None:
         def finite(name: str, value: float, lo: float, hi: float) -> None:
@@ -55,6 +59,10 @@ class SamplingParams:
             object.__setattr__(self, "repetition_penalty", 1e-2)
         finite("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
         finite("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        if not all(isinstance(t, int) and 0 <= t < 2**31 for t in self.stop_token_ids):
+            raise InvalidSamplingParams("stop_token_ids", "must be token ids (integers >= 0)")
+        if self.logprobs is not None and (not isinstance(self.logprobs, int) or not 0 <= self.logprobs <= 20):
+            raise InvalidSamplingParams("logprobs", "must be an integer from 0 to 20")
 
     @property
     def is_greedy(self) -> bool:
