@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from inference import RequestStream, SamplingParams, check_context
+from inference import InvalidGrammar, RequestStream, SamplingParams, check_context
 
 from .auth import Principal
 from .catalog import get_engine
@@ -20,16 +20,21 @@ from .usage import record_usage_when_finished
 
 async def submit(principal: Principal, entry: CatalogEntry, endpoint: str, params: SamplingParams, *,
                  prompt: str | None = None, messages: list[dict[str, str]] | None = None, raw: bool = False,
-                 prompt_field: str = "prompt") -> RequestStream:
+                 prompt_field: str = "prompt", guide_field: str = "response_format") -> RequestStream:
     """Start a generation on ``entry``'s engine; raises ``ApiError``/``InferenceError``
     before any work (too many generations of this principal, unavailable model, empty or
-    too long prompt, full queue)."""
+    too long prompt, a grammar that does not compile, full queue)."""
     async with generation_slot(principal.user, principal.token) as slot:
         engine = await get_engine(entry)
         ids = await asyncio.to_thread(engine.encode, prompt=prompt, messages=messages, raw=raw)
         if not ids:
             raise invalid(f"'{prompt_field}' encodes to no tokens")
         check_context(len(ids), entry.context_length)
+        if params.guide is not None:
+            try:
+                await asyncio.to_thread(engine.compile_guide, params.guide)
+            except InvalidGrammar as exc:
+                raise invalid(f"'{guide_field}' cannot be followed: {exc.reason}") from None
         stream = engine.submit(ids, params, log_tag=principal.label)
         slot.release_when_finished(stream)
     record_usage_when_finished(stream, principal, entry.name, endpoint)

@@ -24,11 +24,13 @@ from .errors import (
     ApiError,
     from_inference,
 )
+from .messages import parse_structure
 from .models import CatalogEntry
-from .validation import GenerationRequest, parse_messages, sampling_params
+from .validation import GenerationRequest, sampling_params
 
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy /v1/completions
+MAX_COMPLETION_LOGPROBS = 5  # OpenAI's limit for the legacy /v1/completions
 
 
 # errors ------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ def _stream_flags(data: dict[str, Any]) -> tuple[bool, bool]:
 
 
 def _params(data: dict[str, Any], entry: CatalogEntry, default_max_tokens: int,
-            token_fields: tuple[str, ...]) -> SamplingParams:
+            token_fields: tuple[str, ...], guide: Any = None, logprobs: int | None = None) -> SamplingParams:
     """Sampling settings at OpenAI's defaults; ``token_fields`` are the accepted names of the output budget."""
     n = data.get("n")
     if n is not None and (isinstance(n, bool) or n != 1):
@@ -165,7 +167,7 @@ def _params(data: dict[str, Any], entry: CatalogEntry, default_max_tokens: int,
         raise invalid(f"Set only one of {' and '.join(repr(f) for f in present)}", present[-1])
     return sampling_params(data, entry.max_output_tokens, default_max_tokens=default_max_tokens,
                            max_tokens_field=present[0] if present else token_fields[0],
-                           default_temperature=OPENAI_DEFAULT_TEMPERATURE)
+                           default_temperature=OPENAI_DEFAULT_TEMPERATURE, guide=guide, logprobs=logprobs)
 
 
 def _text_content(value: Any, field: str) -> Any:
@@ -187,14 +189,18 @@ def parse_chat_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequ
     Without a budget the answer may use the model's whole ``max_output_tokens`` (as OpenAI does).
     ``developer`` messages count as ``system``; text content parts are joined.
     """
-    for field in ("tools", "functions"):
-        _reject_unless(data, field, ([],))
-    _reject_unless(data, "logprobs", (False,))
-    _reject_unless(data, "top_logprobs", (0,))
+    if data.get("functions") is not None or data.get("function_call") is not None:
+        raise invalid("'functions' and 'function_call' are deprecated and not supported: use 'tools'",
+                      "functions", "unsupported_parameter")
     _reject_unless(data, "logit_bias", ({},))
-    response_format = data.get("response_format")
-    if response_format is not None and response_format != {"type": "text"}:
-        raise invalid("Only the 'text' response_format is supported", "response_format", "unsupported_value")
+    logprobs = data.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise invalid("'logprobs' must be a boolean", "logprobs")
+    top = data.get("top_logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20):
+        raise invalid("'top_logprobs' must be an integer from 0 to 20", "top_logprobs")
+    if top and not logprobs:
+        raise invalid("'top_logprobs' needs 'logprobs': true", "top_logprobs")
     raw_messages = data.get("messages")
     if isinstance(raw_messages, list):
         raw_messages = [
@@ -202,10 +208,11 @@ def parse_chat_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequ
              "content": _text_content(m.get("content"), f"messages[{i}].content")} if isinstance(m, dict) else m
             for i, m in enumerate(raw_messages)
         ]
-    messages = parse_messages(raw_messages)
+    structure = parse_structure({**data, "messages": raw_messages}, native=False)
     stream, include_usage = _stream_flags(data)
-    params = _params(data, entry, entry.max_output_tokens, ("max_completion_tokens", "max_tokens"))
-    return CompletionRequest(None, messages, stream, params, include_usage=include_usage)
+    params = _params(data, entry, entry.max_output_tokens, ("max_completion_tokens", "max_tokens"),
+                     guide=structure.guide, logprobs=(top or 0) if logprobs else None)
+    return CompletionRequest(None, structure.messages, stream, params, structure, include_usage=include_usage)
 
 
 def parse_text_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequest:
@@ -213,13 +220,16 @@ def parse_text_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequ
     _reject_unless(data, "echo", (False,))
     _reject_unless(data, "suffix", ("",))
     _reject_unless(data, "best_of", (1,))
-    _reject_unless(data, "logprobs", (0,))
     _reject_unless(data, "logit_bias", ({},))
+    logprobs = data.get("logprobs")
+    if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
+                                 or not 0 <= logprobs <= MAX_COMPLETION_LOGPROBS):
+        raise invalid(f"'logprobs' must be an integer from 0 to {MAX_COMPLETION_LOGPROBS}", "logprobs")
     prompt = data.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if not isinstance(prompt, str) or not prompt:
         raise invalid("'prompt' must be a non-empty string (or a list of exactly one)", "prompt")
     stream, include_usage = _stream_flags(data)
-    params = _params(data, entry, COMPLETIONS_DEFAULT_MAX_TOKENS, ("max_tokens",))
+    params = _params(data, entry, COMPLETIONS_DEFAULT_MAX_TOKENS, ("max_tokens",), logprobs=logprobs)
     return CompletionRequest(prompt, None, stream, params, include_usage=include_usage)

@@ -26,7 +26,7 @@ from django.core.signals import request_started
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from inference import ContextWindowExceeded, Engine, QueueFull, RequestStream, SamplingParams
+from inference import ContextWindowExceeded, Engine, Guide, QueueFull, RequestStream, SamplingParams
 
 from . import answers, leases
 from .answers import Generation, announce_end, control_group
@@ -65,6 +65,9 @@ def _sampling(data: dict[str, Any]) -> SamplingParams:
     known = {f.name for f in dataclasses.fields(SamplingParams)}
     values = {k: v for k, v in data.items() if k in known}
     values["stop"] = tuple(values.get("stop", ()))
+    values["stop_token_ids"] = tuple(values.get("stop_token_ids", ()))
+    if isinstance(values.get("guide"), dict):
+        values["guide"] = Guide(**values["guide"])
     return SamplingParams(**values)
 
 

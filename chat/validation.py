@@ -12,8 +12,8 @@ from django.http import HttpRequest
 from inference import SamplingParams
 
 from .errors import TOO_LARGE, ApiError, invalid
+from .messages import Structure, parse_structure
 
-ROLES = ("system", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
 MAX_JSON_DEPTH = 32
 
@@ -26,6 +26,7 @@ class GenerationRequest:
     messages: list[dict[str, str]] | None
     stream: bool
     params: SamplingParams
+    structure: Structure | None = None  # response_format, tools
 
 
 @dataclass(frozen=True)
@@ -144,24 +145,9 @@ def parse_stop(value: Any, field: str = "stop") -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_messages(value: Any, field: str = "messages") -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
-        raise invalid(f"'{field}' must be a non-empty list of {{role, content}} objects")
-    messages = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict):
-            raise invalid(f"'{field}[{i}]' must be an object with 'role' and 'content'")
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise invalid(f"'{field}[{i}].role' must be one of {', '.join(ROLES)}")
-        if not isinstance(content, str):
-            raise invalid(f"'{field}[{i}].content' must be a string")
-        messages.append({"role": role, "content": content})
-    return messages
-
-
 def sampling_params(data: dict[str, Any], max_output_tokens: int, default_max_tokens: int = 256,
-                    max_tokens_field: str = "max_tokens", default_temperature: float = 0.6) -> SamplingParams:
+                    max_tokens_field: str = "max_tokens", default_temperature: float = 0.6,
+                    guide: Any = None, logprobs: int | None = None) -> SamplingParams:
     max_tokens = _integer(data, max_tokens_field, min(default_max_tokens, max_output_tokens), 1, max_output_tokens)
     repetition_penalty = _number(data, "repetition_penalty", 1.0, 0.0, 2.0)
     return SamplingParams(
@@ -175,28 +161,59 @@ def sampling_params(data: dict[str, Any], max_output_tokens: int, default_max_to
         frequency_penalty=_number(data, "frequency_penalty", 0.0, -2.0, 2.0),
         presence_penalty=_number(data, "presence_penalty", 0.0, -2.0, 2.0),
         stop=parse_stop(data.get("stop")),
+        stop_token_ids=parse_token_ids(data.get("stop_token_ids"), "stop_token_ids"),
+        logprobs=logprobs,
+        guide=guide,
     )
+
+
+MAX_TOKEN_ID = 2**31 - 1
+
+
+def parse_token_ids(value: Any, field: str, max_items: int = 64) -> tuple[int, ...]:
+    """A list of token ids (vLLM's ``stop_token_ids``, ``/detokenize``'s ``tokens``)."""
+    if value is None:
+        return ()
+    if (not isinstance(value, list) or len(value) > max_items
+            or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_TOKEN_ID for t in value)):
+        raise invalid(f"'{field}' must be a list of at most {max_items} token ids (integers >= 0)")
+    return tuple(value)
+
+
+# Fields Workers AI documents for text generation that this server cannot honour.
+NATIVE_REFUSED = {
+    "lora": "this server serves no LoRA adapters",
+    "functions": "embedded function calling is not supported; use 'tools'",
+    "image": "the catalog's models take text only",
+}
+
+
+def refuse(data: dict[str, Any], refused: dict[str, str]) -> None:
+    for name, reason in refused.items():
+        if data.get(name) is not None:
+            raise invalid(f"'{name}' is not supported: {reason}")
 
 
 def parse_run_body(data: dict[str, Any], max_output_tokens: int) -> RunRequest:
     """Validate a native ``/ai/run`` body against a model's output limit."""
+    refuse(data, NATIVE_REFUSED)
     has_prompt, has_messages = data.get("prompt") is not None, data.get("messages") is not None
     if has_prompt == has_messages:
         raise invalid("Provide exactly one of 'prompt' or 'messages'")
-    prompt = messages = None
+    prompt = None
     if has_prompt:
         prompt = data["prompt"]
         if not isinstance(prompt, str) or not prompt:
             raise invalid("'prompt' must be a non-empty string")
-    else:
-        messages = parse_messages(data["messages"])
+    structure = parse_structure(data, native=True)
     raw = _boolean(data, "raw", False)
     if raw and not has_prompt:
         raise invalid("'raw' applies to 'prompt' only")
     return RunRequest(
         prompt=prompt,
-        messages=messages,
+        messages=structure.messages,
         raw=raw,
         stream=_boolean(data, "stream", False),
-        params=sampling_params(data, max_output_tokens),
+        params=sampling_params(data, max_output_tokens, guide=structure.guide),
+        structure=structure,
     )

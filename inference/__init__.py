@@ -39,6 +39,7 @@ _EXPORTS = {
     "pool": "model_pool",
     "InvalidSamplingParams": "sequence",
     "SamplingParams": "sequence",
+    "ParsedDelta": "tools",
     "Tool": "tools",
     "ToolCall": "tools",
     "ToolCallParser": "tools",
@@ -77,4 +78,4 @@ if TYPE_CHECKING:
     from .outputs import Finished, RequestStream, TokenLogprob, Usage
     from .prompts import FittedPrompt, check_context
     from .sequence import InvalidSamplingParams, SamplingParams
-    from .tools import Tool, ToolCall, ToolCallParser, parse_tool_calls, render_messages, tool_guide
+    from .tools import ParsedDelta, Tool, ToolCall, ToolCallParser, parse_tool_calls, render_messages, tool_guide

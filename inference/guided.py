@@ -47,7 +47,7 @@ class Guide:
 
     @classmethod
     def json_schema(cls, schema: dict[str, Any]) -> Guide:
-        return cls("json_schema", json.dumps(schema, sort_keys=True, ensure_ascii=False))
+        return cls("json_schema", json.dumps(schema, ensure_ascii=False))  # key order kept: it is the output's
 
     @classmethod
     def json_object(cls) -> Guide:
@@ -59,11 +59,35 @@ class Guide:
 
         if self.kind in ("json_object", "json_schema"):
             # compact JSON (", " and ": ", no newlines): fewer tokens, and no runaway indentation
-            schema = self.source if self.kind == "json_schema" else {"type": "object"}
+            schema = generation_schema(json.loads(self.source)) if self.kind == "json_schema" else {"type": "object"}
             return LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
         if self.kind == "regex":
             return LLMatcher.grammar_from_regex(self.source)
         return LLMatcher.grammar_from_lark(self.source)
+
+
+FRACTION_STEP = 1e-6  # numbers are generated with at most 6 decimals
+
+
+def generation_schema(schema: Any) -> Any:
+    """The schema the grammar is built from: ``schema`` narrowed so that a small model cannot
+    run on forever, and output valid for it is valid for the original. Objects that list
+    their properties and say nothing of others get ``additionalProperties: false`` (as
+    OpenAI's strict mode and xgrammar do); numbers without ``multipleOf`` get at most six
+    decimals (a 135M model was seen writing digits until its budget ran out)."""
+    if isinstance(schema, list):
+        return [generation_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: generation_schema(value) if key not in ("const", "enum", "default", "examples") else value
+           for key, value in schema.items()}
+    if isinstance(schema.get("properties"), dict) and not {"additionalProperties", "patternProperties",
+                                                           "unevaluatedProperties"} & schema.keys():
+        out["additionalProperties"] = False
+    types = schema.get("type")
+    if (types == "number" or isinstance(types, list) and "number" in types) and "multipleOf" not in schema:
+        out["multipleOf"] = FRACTION_STEP
+    return out
 
 
 class GrammarCompiler:

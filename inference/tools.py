@@ -21,8 +21,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .guided import Guide
+from .guided import Guide, generation_schema
 
+MAX_PARALLEL_CALLS = 8  # a small model may repeat a call until its budget runs out; this bounds it
+JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
 NAME_RULE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -65,10 +67,10 @@ def tool_guide(tools: list[Tool], choice: str | None, parallel: bool = True) -> 
     chosen = tools if choice in ("auto", "required", None) else [t for t in tools if t.name == choice]
     rules = []
     for i, tool in enumerate(chosen):
-        schema = json.dumps(tool.parameters, ensure_ascii=False, sort_keys=True)
+        schema = json.dumps({**generation_schema(tool.parameters), "x-guidance": JSON_STYLE}, ensure_ascii=False)
         rules.append(f'call_{i}: "{CALL_OPEN}{{\\"name\\": \\"{tool.name}\\", \\"arguments\\": " args_{i} '
                      f'"{_ARGS_END}"\nargs_{i}: %json {schema}')
-    calls = 'call ("\\n" call)*' if parallel else "call"
+    calls = f'call ("\\n" call){{0,{MAX_PARALLEL_CALLS - 1}}}' if parallel else "call"
     start = "calls | TEXT" if choice in ("auto", None) else "calls"
     lines = [f"start: {start}", f"calls: {calls}", "call: " + " | ".join(f"call_{i}" for i in range(len(chosen))),
              *rules, r"TEXT: /[^<][\s\S]*/"]

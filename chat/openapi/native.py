@@ -7,6 +7,7 @@ from .parts import (
     MESSAGE,
     MODEL_PARAM,
     PUBLIC,
+    TOOL_MESSAGES,
     USAGE,
     Schema,
     envelope,
@@ -18,10 +19,13 @@ from .parts import (
     operation,
     param,
     ref,
+    response_format,
     sampling,
+    tools_fields,
 )
 
-SSE = ('one event per text piece, `data: {"response": "<piece>"}`, then `data: {"response": "", "usage": {...}}`, '
+SSE = ('one event per text piece, `data: {"response": "<piece>"}`; when the answer calls tools, one '
+       '`data: {"response": "", "tool_calls": [...]}` with the calls; then `data: {"response": "", "usage": {...}}`, '
        'then `data: [DONE]`. An error after the start comes as `event: error` with `data: {"errors": [...]}` and '
        "the stream ends without `[DONE]`.")
 ACCOUNT_PARAM = param("account_id", "path", {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
@@ -31,13 +35,16 @@ ACCOUNT_PARAM = param("account_id", "path", {"type": "string", "minLength": 1, "
 def schemas() -> dict[str, Schema]:
     run = obj({
         "prompt": {"type": "string", "minLength": 1, "description": "Text; the chat template wraps it unless `raw`."},
-        "messages": {"type": "array", "items": ref("Message"), "minItems": 1},
+        "messages": {"type": "array", "items": {"anyOf": [ref("Message"), *TOOL_MESSAGES]}, "minItems": 1},
         "raw": {"type": "boolean", "default": False,
                 "description": "Send `prompt` as it is, without the chat template (with `prompt` only)."},
         "stream": {"type": "boolean", "default": False, "description": "Answer as Server-Sent Events."},
         "max_tokens": {**MAX_TOKENS, "default": 256},
         **sampling(0.6),
-    }, description="Exactly one of `prompt` or `messages`.",
+        "response_format": response_format(native=True),
+        **tools_fields(native=True),
+    }, description="Exactly one of `prompt` or `messages` (`tools` need `messages`). Workers AI's `lora`, "
+                   "`functions` and `image` are refused with a 400.",
         oneOf=[{"required": ["prompt"]}, {"required": ["messages"]}])
     model = obj({
         "id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
@@ -54,7 +61,14 @@ def schemas() -> dict[str, Schema]:
         "Message": MESSAGE,
         "Usage": USAGE,
         "RunRequest": run,
-        "RunResult": envelope(obj({"response": {"type": "string"}, "usage": ref("Usage")}, ("response", "usage"))),
+        "RunResult": envelope(obj({
+            "response": {"anyOf": [{"type": "string"}, {"type": "object"}],
+                         "description": "The answer; with `response_format` JSON, the parsed object."},
+            "tool_calls": {"type": "array", "items": obj({"name": {"type": "string"},
+                                                          "arguments": {"anyOf": [{"type": "object"},
+                                                                                  {"type": "string"}]}},
+                                                         ("name", "arguments"))},
+            "usage": ref("Usage")}, ("response", "usage"))),
         "CatalogModel": model,
         "ModelList": {**envelope({"type": "array", "items": ref("CatalogModel")}), "properties": {
             **envelope({"type": "array", "items": ref("CatalogModel")})["properties"],

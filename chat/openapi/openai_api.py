@@ -1,17 +1,35 @@
 """The OpenAI-compatible API: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``.
 
 Fields OpenAI defines that this server cannot honour are documented with the only value it
-accepts (``n`` = 1, no tools, no logprobs); anything else is a 400 ``unsupported_parameter``.
+accepts (``n`` = 1, no ``logit_bias``, no ``echo``...); anything else is a 400 ``unsupported_parameter``.
 """
 from __future__ import annotations
 
+from ..messages import ROLES
 from ..openai_compat import COMPLETIONS_DEFAULT_MAX_TOKENS, OPENAI_DEFAULT_TEMPERATURE
-from ..validation import ROLES
-from .parts import MAX_TOKENS, MODEL_PARAM, Schema, errors, json_body, obj, ok, operation, ref, sampling
+from .parts import (
+    CALL,
+    MAX_TOKENS,
+    MODEL_PARAM,
+    TOOL_MESSAGES,
+    Schema,
+    errors,
+    json_body,
+    nullable,
+    obj,
+    ok,
+    operation,
+    ref,
+    response_format,
+    sampling,
+    tools_fields,
+)
 
 ERRORS = errors(400, 401, 403, 404, 413, 429, 500, 503, openai=True)
 SSE_CHAT = ("`chat.completion.chunk` events: one opening the assistant's turn, one per text piece "
-            "(`choices[0].delta.content`), one with `finish_reason`, the usage chunk when "
+            "(`choices[0].delta.content`) or piece of a tool call (`choices[0].delta.tool_calls`: the first "
+            "of a call carries its `index`, `id` and `function.name`, the next ones pieces of "
+            "`function.arguments`), one with `finish_reason` (`tool_calls` when the answer calls tools), the usage chunk when "
             "`stream_options.include_usage`, then `data: [DONE]`. An error after the start comes as "
             '`data: {"error": {...}}` and no `[DONE]`.')
 SSE_TEXT = ("`text_completion` events, one per text piece (`choices[0].text`), one with `finish_reason`, "
@@ -41,25 +59,38 @@ def schemas() -> dict[str, Schema]:
     }, ("role", "content"))
     chat = obj({
         **_common("the model's whole `max_output_tokens`"),
-        "messages": {"type": "array", "items": ref("ChatMessage"), "minItems": 1},
+        "messages": {"type": "array", "items": {"anyOf": [ref("ChatMessage"), *TOOL_MESSAGES]}, "minItems": 1},
         "max_completion_tokens": {**MAX_TOKENS, "description": "The same as `max_tokens`; set only one."},
-        "response_format": obj({"type": {"const": "text"}}, ("type",), additionalProperties=False),
-        "tools": {"type": "array", "maxItems": 0},
-        "functions": {"type": "array", "maxItems": 0},
-        "logprobs": {"const": False},
-        "top_logprobs": {"const": 0},
-    }, ("model", "messages"))
+        "response_format": response_format(native=False),
+        **tools_fields(native=False),
+        "logprobs": {"type": "boolean", "default": False,
+                     "description": "Each answer token's log-probability (`choices[].logprobs.content`)."},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20,
+                         "description": "With `logprobs`: the most likely alternatives at each token."},
+    }, ("model", "messages"), description="`functions`/`function_call` (deprecated by OpenAI) are refused: use "
+                                          "`tools`.")
     text = obj({
         **_common(str(COMPLETIONS_DEFAULT_MAX_TOKENS)),
         "prompt": {"description": "Sent as it is, without chat template.",
                    "oneOf": [{"type": "string", "minLength": 1},
                              {"type": "array", "items": {"type": "string", "minLength": 1},
                               "minItems": 1, "maxItems": 1}]},
-        "echo": {"const": False}, "suffix": {"const": ""}, "best_of": {"const": 1}, "logprobs": {"const": 0},
+        "echo": {"const": False}, "suffix": {"const": ""}, "best_of": {"const": 1},
+        "logprobs": {"type": "integer", "minimum": 0, "maximum": 5,
+                     "description": "Each token's log-probability and this many likeliest alternatives."},
     }, ("model", "prompt"))
     finish = {"enum": ["stop", "length"]}
+    logprob = obj({"token": {"type": "string"}, "logprob": {"type": "number"},
+                   "bytes": {"type": "array", "items": {"type": "integer"}}}, ("token", "logprob"))
+    chat_logprobs = nullable(obj({"content": {"type": "array", "items": {
+        **logprob, "properties": {**logprob["properties"], "top_logprobs": {"type": "array", "items": logprob}}}}}))
+    text_logprobs = nullable(obj({"tokens": {"type": "array", "items": {"type": "string"}},
+                                  "token_logprobs": {"type": "array", "items": {"type": "number"}},
+                                  "top_logprobs": {"type": "array", "items": {"type": "object"}},
+                                  "text_offset": {"type": "array", "items": {"type": "integer"}}}))
     head = {"id": {"type": "string"}, "created": {"type": "integer"}, "model": {"type": "string"}}
-    assistant = obj({"role": {"const": "assistant"}, "content": {"type": "string"}, "refusal": {"type": "null"}},
+    assistant = obj({"role": {"const": "assistant"}, "content": nullable({"type": "string"}),
+                     "refusal": {"type": "null"}, "tool_calls": {"type": "array", "items": CALL}},
                     ("role", "content"))
     return {
         "ChatMessage": message,
@@ -67,12 +98,13 @@ def schemas() -> dict[str, Schema]:
         "CompletionRequest": text,
         "ChatCompletion": obj({**head, "object": {"const": "chat.completion"}, "usage": ref("Usage"), "choices": {
             "type": "array", "items": obj({"index": {"type": "integer"}, "message": assistant,
-                                           "logprobs": {"type": "null"}, "finish_reason": finish},
+                                           "logprobs": chat_logprobs,
+                                           "finish_reason": {"enum": ["stop", "length", "tool_calls"]}},
                                           ("index", "message", "finish_reason"))}},
             ("id", "object", "created", "model", "choices", "usage")),
         "TextCompletion": obj({**head, "object": {"const": "text_completion"}, "usage": ref("Usage"), "choices": {
             "type": "array", "items": obj({"index": {"type": "integer"}, "text": {"type": "string"},
-                                           "logprobs": {"type": "null"}, "finish_reason": finish},
+                                           "logprobs": text_logprobs, "finish_reason": finish},
                                           ("index", "text", "finish_reason"))}},
             ("id", "object", "created", "model", "choices", "usage")),
         "Model": obj({"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},

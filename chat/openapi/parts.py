@@ -7,7 +7,8 @@ from typing import Any
 from inference import DEFAULT_MODEL
 
 from .. import errors as codes
-from ..validation import MAX_STOP_SEQUENCES, ROLES
+from ..messages import ROLES
+from ..validation import MAX_STOP_SEQUENCES
 
 Schema = dict[str, Any]
 
@@ -75,10 +76,67 @@ def sampling(default_temperature: float) -> dict[str, Schema]:
                  "oneOf": [{"type": "string", "minLength": 1},
                            {"type": "array", "items": {"type": "string", "minLength": 1},
                             "maxItems": MAX_STOP_SEQUENCES}]},
+        "stop_token_ids": {"type": "array", "maxItems": 64, "items": {"type": "integer", "minimum": 0,
+                                                                       "maximum": 2**31 - 1},
+                           "description": "Token ids that end the answer like end-of-sequence (vLLM's field)."},
     }
 
 
+# structured output and tools: /ai/run and /v1/chat/completions -------------------------------------
+JSON_SCHEMA: Schema = {"type": "object", "description": "A JSON Schema (draft 2020-12 subset that llguidance "
+                                                         "compiles; one it cannot is a 400 with the reason)."}
+FUNCTION = obj({
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+    "description": {"type": "string"},
+    "parameters": {**JSON_SCHEMA, "description": "The arguments' JSON Schema; calls are generated to match it."},
+}, ("name",))
+TOOL_CALL_RULES = ("Calls are generated in the Hermes format (`<tool_call>{\"name\": ..., \"arguments\": ...}"
+                   "</tool_call>`, tools listed in the system prompt) under a grammar: names are listed "
+                   "functions, arguments match their `parameters`. Nothing is executed by the server.")
+
+
+def tools_fields(native: bool) -> dict[str, Schema]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls``; Workers AI also takes flat functions."""
+    openai_tool = obj({"type": {"const": "function"}, "function": FUNCTION}, ("type", "function"))
+    return {
+        "tools": {"type": "array", "maxItems": 64, "description": TOOL_CALL_RULES,
+                  "items": {"anyOf": [openai_tool, FUNCTION]} if native else openai_tool},
+        "tool_choice": {"description": "`auto` (default with tools: text or calls), `none`, `required`, or a "
+                                       "named function.",
+                        "anyOf": [{"enum": ["none", "auto", "required"]},
+                                  obj({"type": {"const": "function"},
+                                       "function": obj({"name": {"type": "string"}}, ("name",))},
+                                      ("type", "function"))]},
+        "parallel_tool_calls": {"type": "boolean", "default": True,
+                                "description": "Allow more than one call in an answer."},
+    }
+
+
+def response_format(native: bool) -> Schema:
+    """``text``, ``json_object`` or ``json_schema``: the answer is generated under the grammar."""
+    wrapped = obj({"name": {"type": "string", "minLength": 1}, "description": {"type": "string"},
+                   "schema": JSON_SCHEMA, "strict": {"type": "boolean"}}, ("name",))
+    schema_shape = {"anyOf": [wrapped, JSON_SCHEMA]} if native else wrapped
+    return {"description": "`json_object`: any JSON object; `json_schema`: JSON valid against the schema"
+                           + (" (given as it is, or OpenAI's `{name, schema}`)" if native else "")
+                           + ". Guaranteed by constrained decoding unless the answer runs out of `max_tokens`.",
+            "oneOf": [obj({"type": {"const": "text"}}, ("type",)),
+                      obj({"type": {"const": "json_object"}}, ("type",)),
+                      obj({"type": {"const": "json_schema"}, "json_schema": schema_shape},
+                          ("type", "json_schema"))]}
+
+
 MESSAGE = obj({"role": {"enum": list(ROLES)}, "content": {"type": "string"}}, ("role", "content"))
+CALL = obj({"id": {"type": "string"}, "type": {"const": "function"},
+            "function": obj({"name": {"type": "string"}, "arguments": {"type": "string"}}, ("name", "arguments"))},
+           ("id", "type", "function"))
+TOOL_MESSAGES: list[Schema] = [
+    obj({"role": {"const": "tool"}, "content": {"type": "string"}, "tool_call_id": {"type": "string"}},
+        ("role", "content"), description="A tool's result."),
+    obj({"role": {"const": "assistant"}, "content": nullable({"type": "string"}),
+         "tool_calls": {"type": "array", "items": CALL, "minItems": 1}}, ("role", "tool_calls"),
+        description="An earlier answer that called tools."),
+]
 USAGE = obj({f: {"type": "integer", "minimum": 0} for f in ("prompt_tokens", "completion_tokens", "total_tokens")},
             ("prompt_tokens", "completion_tokens", "total_tokens"))
 MODEL_PARAM = param("model", "path", {"type": "string", "minLength": 1, "examples": [DEFAULT_MODEL]},

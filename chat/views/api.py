@@ -1,18 +1,21 @@
 """The native, Workers AI-shaped API: /ai/run/<model>, /ai/models/search."""
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
-from inference import GenerationFailed, RequestStream
+from inference import GenerationFailed, RequestStream, ToolCallParser, parse_tool_calls
 
 from ..auth import Principal
 from ..catalog import resolve_entry, unavailable
 from ..errors import INTERNAL, ApiError, envelope, invalid, success_response
 from ..generation import submit
+from ..messages import Structure
 from ..models import CatalogEntry
 from ..sse import DONE, event, sse_response
 from ..validation import parse_run_body, plain_int, read_json_body
@@ -31,11 +34,12 @@ async def run(request: HttpRequest, model: str, account_id: str | None = None, *
     data = read_json_body(request)
     entry = await resolve_entry(model)
     body = parse_run_body(data, entry.max_output_tokens)
+    structure = body.structure or Structure(body.messages)
     stream = await submit(principal, entry, "native", body.params, prompt=body.prompt, messages=body.messages,
-                          raw=body.raw)
+                          raw=body.raw, guide_field=structure.guide_field)
 
     if body.stream:
-        return sse_response(_stream_events(stream))
+        return sse_response(_stream_events(stream, structure.calls_expected))
     try:
         text = await stream.text()
     except GenerationFailed:
@@ -43,15 +47,43 @@ async def run(request: HttpRequest, model: str, account_id: str | None = None, *
     finally:
         stream.abort()  # no-op when finished; frees the slot when the client left
     finished = await stream.wait_finished()  # already set once text() returned
-    return success_response({"response": text, "usage": finished.usage.as_dict()})
+    result: dict[str, Any] = {"response": text}
+    if structure.calls_expected:
+        text, calls = parse_tool_calls(text)
+        result = {"response": text, "tool_calls": [_native_call(name, args) for name, args in calls]}
+    elif structure.json_response and finished.finish_reason == "stop":
+        try:
+            result["response"] = json.loads(text)  # Workers AI answers JSON mode with the object itself
+        except ValueError:
+            pass
+    return success_response({**result, "usage": finished.usage.as_dict()})
 
 
-async def _stream_events(stream: RequestStream) -> AsyncIterator[str]:
+def _native_call(name: str, arguments: str) -> dict[str, Any]:
+    """A call as Workers AI returns it: arguments as an object (JSON text if cut short)."""
+    try:
+        return {"name": name, "arguments": json.loads(arguments)}
+    except ValueError:
+        return {"name": name, "arguments": arguments}
+
+
+async def _stream_events(stream: RequestStream, calls_expected: bool = False) -> AsyncIterator[str]:
+    """Text pieces as they come; tool calls, when the answer makes them, in one event at the end."""
+    parser = ToolCallParser() if calls_expected else None
     try:
         async for piece in stream:
-            yield event({"response": piece})
+            if parser is not None:
+                piece = parser.feed(piece).text
+            if piece:
+                yield event({"response": piece})
         finished = stream.finished
         if finished is not None:
+            if parser is not None:
+                rest = parser.finish().text
+                if rest:
+                    yield event({"response": rest})
+                if parser.calls:
+                    yield event({"response": "", "tool_calls": [_native_call(n, a) for n, a in parser.calls]})
             yield event({"response": "", "usage": finished.usage.as_dict()})
             yield DONE
     except GenerationFailed as exc:

@@ -8,17 +8,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
-from inference import Finished, GenerationFailed, InferenceError, RequestStream
+from inference import (
+    Finished,
+    GenerationFailed,
+    InferenceError,
+    ParsedDelta,
+    RequestStream,
+    TokenLogprob,
+    ToolCallParser,
+    parse_tool_calls,
+)
 
 from ..auth import Principal
 from ..catalog import resolve_entry
 from ..errors import ApiError
 from ..generation import submit
+from ..messages import Structure, new_call_id
 from ..models import CatalogEntry
 from ..openai_compat import (
     CompletionRequest,
@@ -50,12 +61,32 @@ class _Shape:
         raise NotImplementedError
 
     @staticmethod
-    def choice(text: str, finish_reason: str) -> dict[str, Any]:
+    def choice(text: str, finish_reason: str, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
         raise NotImplementedError
 
     @staticmethod
-    def chunk_choice(text: str, finish_reason: str | None, opening: bool = False) -> dict[str, Any]:
+    def chunk_choice(delta: Delta, finish_reason: str | None, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
         raise NotImplementedError
+
+
+@dataclass
+class Delta:
+    """What one chunk adds: text, and for chat, pieces of tool calls."""
+
+    text: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    opening: bool = False
+
+
+def _chat_logprobs(logprobs: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    if logprobs is None:
+        return None
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**entry(lp.token, lp.logprob), "top_logprobs": [entry(t, p) for t, p in lp.top]}
+                        for lp in logprobs], "refusal": None}
 
 
 class _ChatShape(_Shape):
@@ -67,14 +98,31 @@ class _ChatShape(_Shape):
     parse = staticmethod(parse_chat_body)
 
     @staticmethod
-    def choice(text: str, finish_reason: str) -> dict[str, Any]:
+    def choice(text: str, finish_reason: str, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
         return {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None, "finish_reason": finish_reason}
+                "logprobs": _chat_logprobs(logprobs), "finish_reason": finish_reason}
 
     @staticmethod
-    def chunk_choice(text: str, finish_reason: str | None, opening: bool = False) -> dict[str, Any]:
-        delta = {"role": "assistant", "content": ""} if opening else {"content": text} if text else {}
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def chunk_choice(delta: Delta, finish_reason: str | None, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"role": "assistant", "content": ""} if delta.opening else {}
+        if delta.text:
+            body["content"] = delta.text
+        if delta.tool_calls:
+            body["tool_calls"] = delta.tool_calls
+        return {"index": 0, "delta": body, "logprobs": _chat_logprobs(logprobs) if logprobs else None,
+                "finish_reason": finish_reason}
+
+
+def _text_logprobs(logprobs: list[TokenLogprob] | None, offset: int = 0) -> dict[str, Any] | None:
+    """The legacy completions shape: parallel lists, ``text_offset`` from the answer's start."""
+    if logprobs is None:
+        return None
+    offsets = []
+    for lp in logprobs:
+        offsets.append(offset)
+        offset += len(lp.token)
+    return {"tokens": [lp.token for lp in logprobs], "token_logprobs": [lp.logprob for lp in logprobs],
+            "top_logprobs": [dict(lp.top) for lp in logprobs], "text_offset": offsets}
 
 
 class _TextShape(_Shape):
@@ -86,18 +134,24 @@ class _TextShape(_Shape):
     parse = staticmethod(parse_text_body)
 
     @staticmethod
-    def choice(text: str, finish_reason: str) -> dict[str, Any]:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    def choice(text: str, finish_reason: str, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": _text_logprobs(logprobs), "finish_reason": finish_reason}
 
     @staticmethod
-    def chunk_choice(text: str, finish_reason: str | None, opening: bool = False) -> dict[str, Any]:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    def chunk_choice(delta: Delta, finish_reason: str | None, logprobs: list[TokenLogprob] | None) -> dict[str, Any]:
+        return {"index": 0, "text": delta.text, "logprobs": _text_logprobs(logprobs) if logprobs else None,
+                "finish_reason": finish_reason}
 
 
 def _finish_reason(finished: Finished | None) -> str | None:
     """OpenAI's ``stop``/``length``; None when the request did not complete (error, abort)."""
     reason = finished.finish_reason if finished is not None else None
     return reason if reason in ("stop", "length") else None
+
+
+def _openai_calls(calls: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [{"id": new_call_id(), "type": "function", "function": {"name": name, "arguments": arguments}}
+            for name, arguments in calls]
 
 
 # views -------------------------------------------------------------------------------
@@ -147,15 +201,18 @@ async def _serve(request: HttpRequest, principal: Principal, shape: type[_Shape]
         entry = await resolve_entry(model_name(data))
         body = shape.parse(data, entry)
         stream = await submit(principal, entry, "openai", body.params, prompt=body.prompt, messages=body.messages,
-                              raw=body.prompt is not None, prompt_field=shape.prompt_param)
+                              raw=body.prompt is not None, prompt_field=shape.prompt_param,
+                              guide_field=body.structure.guide_field if body.structure else "response_format")
     except (ApiError, InferenceError, OpenAIError) as exc:
         return to_openai(exc, shape.prompt_param).response()
 
     head = {"id": f"{shape.id_prefix}{stream.request_id}", "object": shape.object, "created": created,
             "model": entry.name}
+    structure = body.structure or Structure(body.messages)
+    wants_logprobs = body.params.logprobs is not None
     if body.stream:
         return sse_response(_events(stream, shape, {**head, "object": shape.chunk_object},
-                                    body.include_usage))
+                                    body.include_usage, structure.calls_expected, wants_logprobs))
     try:
         text = await stream.text()
     except GenerationFailed:
@@ -165,28 +222,55 @@ async def _serve(request: HttpRequest, principal: Principal, shape: type[_Shape]
     finish_reason = _finish_reason(stream.finished)
     if stream.finished is None or finish_reason is None:
         return OpenAIError(503, "The request was interrupted; please retry.", "server_error").response()
-    return JsonResponse({**head, "choices": [shape.choice(text, finish_reason)],
-                         "usage": stream.finished.usage.as_dict()}, json_dumps_params={"ensure_ascii": False})
+    choice = shape.choice(text, finish_reason, stream.take_logprobs() if wants_logprobs else None)
+    if structure.calls_expected:
+        rest, calls = parse_tool_calls(text)
+        if calls:
+            choice["message"].update(content=rest or None, tool_calls=_openai_calls(calls))
+            choice["finish_reason"] = "tool_calls"
+    return JsonResponse({**head, "choices": [choice], "usage": stream.finished.usage.as_dict()},
+                        json_dumps_params={"ensure_ascii": False})
 
 
-async def _events(stream: RequestStream, shape: type[_Shape],
-                  head: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
-    """Chunks (one per text piece), a closing chunk with ``finish_reason``, the usage chunk when
-    asked for, then ``[DONE]``. Leaving early (client gone) aborts the request."""
+async def _events(stream: RequestStream, shape: type[_Shape], head: dict[str, Any], include_usage: bool,
+                  calls_expected: bool = False, wants_logprobs: bool = False) -> AsyncIterator[str]:
+    """Chunks (one per text piece, or per piece of a tool call), a closing chunk with
+    ``finish_reason``, the usage chunk when asked for, then ``[DONE]``. Leaving early (client
+    gone) aborts the request."""
     tail = {"usage": None} if include_usage else {}
+    parser = ToolCallParser() if calls_expected else None
+    ids: list[str] = []
 
-    def chunk(text: str, finish_reason: str | None = None, opening: bool = False) -> str:
-        return event({**head, "choices": [shape.chunk_choice(text, finish_reason, opening)], **tail})
+    def chunk(delta: Delta, finish_reason: str | None = None) -> str:
+        logprobs = stream.take_logprobs() if wants_logprobs else None
+        return event({**head, "choices": [shape.chunk_choice(delta, finish_reason, logprobs)], **tail})
+
+    def parsed(piece: ParsedDelta) -> Delta:
+        calls: list[dict[str, Any]] = []
+        for index, name in piece.starts:
+            ids.append(new_call_id())
+            calls.append({"index": index, "id": ids[index], "type": "function",
+                          "function": {"name": name, "arguments": ""}})
+        calls += [{"index": index, "function": {"arguments": text}} for index, text in piece.arguments]
+        return Delta(piece.text, calls)
 
     try:
         if shape.has_opening_chunk:
-            yield chunk("", opening=True)
+            yield chunk(Delta(opening=True))
         async for piece in stream:
-            yield chunk(piece)
+            delta = parsed(parser.feed(piece)) if parser is not None else Delta(piece)
+            if delta.text or delta.tool_calls:
+                yield chunk(delta)
         finish_reason = _finish_reason(stream.finished)
         if stream.finished is None or finish_reason is None:
             raise GenerationFailed(f"finished with {stream.finished.finish_reason if stream.finished else None}")
-        yield chunk("", finish_reason)
+        if parser is not None:
+            delta = parsed(parser.finish())
+            if delta.text or delta.tool_calls:
+                yield chunk(delta)
+            if parser.calls:
+                finish_reason = "tool_calls"
+        yield chunk(Delta(), finish_reason)
         if include_usage:
             yield event({**head, "choices": [], "usage": stream.finished.usage.as_dict()})
         yield DONE
@@ -195,4 +279,3 @@ async def _events(stream: RequestStream, shape: type[_Shape],
         yield event(OpenAIError(500, "Generation failed", "server_error").as_dict())
     finally:
         stream.abort()  # no-op when finished; frees the batch slot when the client left
-

@@ -66,6 +66,17 @@ async def test_listed_but_unavailable_model_is_503_with_the_reason(client) -> No
     ({"prompt": "a", "frequency_penalty": -3}, "frequency_penalty"),
     ({"prompt": "a", "presence_penalty": 3}, "presence_penalty"),
     ({"prompt": "a", "raw": 1}, "raw"),
+    ({"prompt": "a", "lora": "my-adapter"}, "'lora' is not supported"),
+    ({"prompt": "a", "functions": [{"name": "f", "code": "x"}]}, "'functions' is not supported"),
+    ({"prompt": "a", "image": [1, 2]}, "'image' is not supported"),
+    ({"prompt": "a", "stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"prompt": "a", "tools": [{"name": "f"}]}, "'tools' need 'messages'"),
+    ({"prompt": "a", "response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    ({"prompt": "a", "response_format": {"type": "yaml"}}, "response_format"),
+    ({"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f", "parameters": 3}]},
+     "tools[0].parameters"),
+    ({"messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f"}, {"name": "f"}]}, "repeats"),
+    ({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}, "tool_choice"),
 ])
 async def test_invalid_body_is_400_with_code_5004_naming_the_field(client, body, field) -> None:  # type: ignore[no-untyped-def]
     r = await post_json(client, NATIVE_URL, body)
@@ -149,11 +160,31 @@ async def test_listed_but_unavailable_model_is_503_and_not_worth_retrying(client
     (chat_body(stop=["a", "b", "c", "d", "e"]), "stop"),
     (chat_body(stream="yes"), "stream"),
     (chat_body(stream_options={"include_usage": True}), "stream_options"),
-    (chat_body(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
-    (chat_body(logprobs=True), "logprobs"),
-    (chat_body(response_format={"type": "json_object"}), "response_format"),
+    (chat_body(tools=[{"type": "function", "function": {"name": "no spaces"}}]), "tools[0].function.name"),
+    (chat_body(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]),
+     "tools[0].function.parameters"),
+    (chat_body(tools=[{"name": "f"}]), "tools[0]"),  # Workers AI's flat shape is native only
+    (chat_body(tool_choice="required"), "tool_choice"),
+    (chat_body(tools=[{"type": "function", "function": {"name": "f"}}],
+               tool_choice={"type": "function", "function": {"name": "g"}}), "tool_choice.function.name"),
+    (chat_body(tools=[{"type": "function", "function": {"name": "f"}}], parallel_tool_calls="yes"),
+     "parallel_tool_calls"),
+    (chat_body(functions=[{"name": "f"}]), "functions"),
+    (chat_body(logprobs="yes"), "logprobs"),
+    (chat_body(top_logprobs=3), "top_logprobs"),
+    (chat_body(logprobs=True, top_logprobs=21), "top_logprobs"),
+    (chat_body(stop_token_ids=["x"]), "stop_token_ids"),
+    (chat_body(response_format={"type": "xml"}), "response_format"),
+    (chat_body(response_format={"type": "json_schema", "json_schema": {"schema": {}}}),
+     "response_format.json_schema.name"),
+    (chat_body(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+               tools=[{"type": "function", "function": {"name": "f"}}]), "response_format"),
     ({"model": MODEL, "messages": []}, "messages"),
-    ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({"model": MODEL, "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({"model": MODEL, "messages": [{"role": "tool"}]}, "messages[0].content"),
+    ({"model": MODEL, "messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f",
+                                                                                      "arguments": "{"}}]}]},
+     "messages[0].tool_calls[0].function.arguments"),
     ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
 ])
 async def test_invalid_chat_request_is_400_naming_the_param(client, body, param) -> None:  # type: ignore[no-untyped-def]
@@ -169,6 +200,8 @@ async def test_invalid_chat_request_is_400_naming_the_param(client, body, param)
     ({"model": MODEL, "prompt": ["a", "b"]}, "prompt"),
     ({"model": MODEL, "prompt": "a", "echo": True}, "echo"),
     ({"model": MODEL, "prompt": "a", "best_of": 3}, "best_of"),
+    ({"model": MODEL, "prompt": "a", "logprobs": 6}, "logprobs"),
+    ({"model": MODEL, "prompt": "a", "logprobs": True}, "logprobs"),
 ])
 async def test_invalid_text_request_is_400_naming_the_param(client, body, param) -> None:  # type: ignore[no-untyped-def]
     r = await post_json(client, TEXT_URL, body)

@@ -104,3 +104,21 @@ async def test_logprobs_come_with_each_token_and_stop_token_ids_end_the_answer(e
     assert await second.text() == free
     cut = await stopped.text()
     assert stopped.finished.finish_reason == "stop" and free.startswith(cut) and len(cut) < len(free)
+
+
+def test_the_generation_schema_narrows_without_leaving_the_original() -> None:
+    from inference.guided import generation_schema
+
+    schema = {"type": "object", "properties": {
+        "n": {"type": "number", "maximum": 5}, "k": {"type": "number", "multipleOf": 0.5},
+        "inner": {"type": "object", "properties": {"a": {"type": "string"}}},
+        "open": {"type": "object", "properties": {}, "additionalProperties": True},
+        "c": {"const": {"properties": {}}}}}
+    narrowed = generation_schema(schema)
+    assert narrowed["additionalProperties"] is False
+    props = narrowed["properties"]
+    assert props["n"] == {"type": "number", "maximum": 5, "multipleOf": 1e-6}
+    assert props["k"] == {"type": "number", "multipleOf": 0.5}
+    assert props["inner"]["additionalProperties"] is False and props["open"]["additionalProperties"] is True
+    assert props["c"] == {"const": {"properties": {}}}  # values are data, not schemas
+    assert "additionalProperties" not in schema  # the caller's schema is left as it was
