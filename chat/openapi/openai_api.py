@@ -30,8 +30,8 @@ SSE_CHAT = ("`chat.completion.chunk` events: one opening the assistant's turn, o
             "(`choices[0].delta.content`) or piece of a tool call (`choices[0].delta.tool_calls`: the first "
             "of a call carries its `index`, `id` and `function.name`, the next ones pieces of "
             "`function.arguments`), one with `finish_reason` (`tool_calls` when the answer calls tools), "
-            "the usage chunk when `stream_options.include_usage`, then `data: [DONE]`. An error after the start comes as "
-            '`data: {"error": {...}}` and no `[DONE]`.')
+            "the usage chunk when `stream_options.include_usage`, then `data: [DONE]`. An error after the "
+            'start comes as `data: {"error": {...}}` and no `[DONE]`.')
 SSE_TEXT = ("`text_completion` events, one per text piece (`choices[0].text`), one with `finish_reason`, "
             "the usage chunk when `stream_options.include_usage`, then `data: [DONE]`.")
 
