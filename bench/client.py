@@ -153,10 +153,12 @@ def make_client(concurrency: int, timeout: float) -> httpx.AsyncClient:
 
 async def stream_chat(client: httpx.AsyncClient, target: Target, messages: Messages, max_tokens: int,
                       index: int, timeout: float,
-                      on_piece: Callable[[RequestResult], None] | None = None) -> RequestResult:
-    """One streaming chat completion; records the arrival time of every chunk with text."""
+                      on_piece: Callable[[RequestResult], None] | None = None,
+                      extra: dict[str, Any] | None = None) -> RequestResult:
+    """One streaming chat completion; records the arrival time of every chunk with text.
+    ``extra`` fields join the body (``response_format``...)."""
     result = RequestResult(index=index, started=time.perf_counter())
-    body = chat_body(target.model, messages, max_tokens)
+    body = {**chat_body(target.model, messages, max_tokens), **(extra or {})}
 
     async def run() -> None:
         async with client.stream("POST", target.completions_url, json=body, headers=target.headers()) as response:
@@ -201,9 +203,10 @@ async def stream_chat(client: httpx.AsyncClient, target: Target, messages: Messa
 
 
 async def stream_many(target: Target, conversations: Sequence[Messages], max_tokens: int,
-                      timeout: float) -> list[RequestResult]:
-    """All ``conversations`` sent at once; returns when every one has ended."""
+                      timeout: float, extras: Sequence[dict[str, Any] | None] | None = None) -> list[RequestResult]:
+    """All ``conversations`` sent at once (``extras[i]`` joining body i); returns when every one has ended."""
     async with make_client(len(conversations), timeout) as client:
-        tasks = [stream_chat(client, target, messages, max_tokens, i, timeout)
+        tasks = [stream_chat(client, target, messages, max_tokens, i, timeout,
+                             extra=extras[i] if extras else None)
                  for i, messages in enumerate(conversations)]
         return list(await asyncio.gather(*tasks))

@@ -25,7 +25,9 @@ def fmt(value: float | None, unit: str) -> str:
     """A figure as printed: ``-`` when unknown; precision by unit."""
     if value is None:
         return "-"
-    if unit == "ms" or unit == "tokens":
+    if unit == "ms" and abs(value) < 10:
+        return f"{value:.2f}"
+    if unit in ("ms", "tokens", "answers"):
         return f"{value:.0f}"
     if unit == "x":
         return f"{value:.2f}x"
@@ -80,6 +82,19 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             Figure("rss: after it", rss["rss_after_mb"], "MB", "lower"),
             Figure("rss: growth", rss["delta_mb"], "MB", "lower"),
         ]
+    if st := results.get("structured"):
+        n = st["streams"]
+        out += [
+            Figure(f"structured x{n}: answers valid for their schema", st["valid"], "answers", "higher"),
+            Figure(f"structured x{n}: aggregate", st["aggregate_tokens_per_s"], "tok/s", "higher"),
+        ]
+        if st.get("mask_ms_per_step") is not None:
+            out += [
+                Figure(f"structured x{n}: masking per step", st["mask_ms_per_step"], "ms", "lower"),
+                Figure(f"structured x{n}: whole step", st["step_ms"], "ms", "lower"),
+                Figure(f"structured x{n}: masking / step", 100 * st["mask_ms_per_step"] / st["step_ms"]
+                       if st["step_ms"] else None, "%", "lower"),
+            ]
     if mem := results.get("memory_at_end"):
         out += [
             Figure("rss: at the end", mem["rss_mb"], "MB", "lower"),
@@ -188,7 +203,7 @@ def comparison_table(rows: list[dict[str, Any]], with_peer: bool) -> list[str]:
         header += f"{'peer':>10}{'ours/peer':>11}  better"
     lines = [header, "-" * len(header)]
     for r in rows:
-        unit = "" if r["unit"] in ("x", "tokens") else f" ({r['unit']})"
+        unit = "" if r["unit"] in ("x", "tokens", "answers") else f" ({r['unit']})"
         line = f"{r['figure'] + unit:<{width}}{fmt(r['ours'], r['unit']):>10}"
         if with_peer:
             value = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x"

@@ -8,23 +8,30 @@ the same client for every server.
   while it is processed against the rest of the time, and its prompt tokens/s.
 - ``multi-turn``: one conversation, each turn sending the whole history: TTFT per turn.
 - ``rss``: the server's resident memory before and after one long request (known PID only).
+- ``structured``: 16 streams at once, each under a different JSON Schema (``response_format``):
+  how many answers validate, aggregate tokens/s, and, from the server's ``/metrics`` where it
+  has ours, what masking costs per step against the whole step.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx
+
 from .client import Messages, RequestResult, Target, make_client, percentile, stream_chat, stream_many
 from .machine import CpuMeter, memory_mb
 from .prompts import first_turn, follow_up, long_prompt, prompt_for
+from .schemas import SCHEMAS
 
-SCENARIOS = ("streams", "long-prompt", "interference", "multi-turn", "rss")  # the default set, in run order
+SCENARIOS = ("streams", "long-prompt", "interference", "multi-turn", "rss", "structured")  # default set
 OPTIONAL_SCENARIOS = ("naive",)  # the transformers baseline: slow, only when asked for
-RUN_ORDER = ("rss", "streams", "long-prompt", "interference", "multi-turn")  # rss first: a fresh process
+RUN_ORDER = ("rss", "streams", "long-prompt", "interference", "multi-turn", "structured")  # rss first: fresh
 
 
 @dataclass
@@ -285,6 +292,98 @@ def run_rss(target: Target, cfg: BenchConfig) -> RssResult | None:
 
 
 # one server, every scenario --------------------------------------------------------------------------
+# structured output ----------------------------------------------------------------------------------
+STRUCTURED_STREAMS = 16
+GUIDED_SERIES = ("inference_guided_steps_total", "inference_guided_rows_total", "inference_guided_mask_seconds_total",
+                 "inference_guided_step_seconds_total")
+
+
+@dataclass
+class StructuredResult:
+    system: str
+    streams: int
+    valid: int  # answers that parse and validate against their schema
+    errors: int
+    completion_tokens: int
+    wall_s: float
+    aggregate_tokens_per_s: float
+    guided_steps: int | None = None  # from /metrics, when the server has these series
+    rows_per_step: float | None = None
+    mask_ms_per_step: float | None = None
+    step_ms: float | None = None
+    invalid_samples: list[str] = field(default_factory=list)
+
+    @property
+    def mask_share(self) -> float | None:
+        return self.mask_ms_per_step / self.step_ms if self.mask_ms_per_step is not None and self.step_ms else None
+
+
+def guided_counters(target: Target) -> dict[str, float] | None:
+    """Our engine's guided-decoding counters, summed over models (None: not exposed there)."""
+    try:
+        text = httpx.get(f"{target.base_url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    totals = dict.fromkeys(GUIDED_SERIES, 0.0)
+    seen = False
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+            seen = True
+    return totals if seen else None
+
+
+def validates(text: str, schema: dict[str, Any]) -> bool:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    try:
+        import jsonschema
+    except ImportError:  # parse-only where the validator is not installed
+        return True
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+def run_structured(target: Target, cfg: BenchConfig) -> StructuredResult:
+    chosen = [SCHEMAS[i % len(SCHEMAS)] for i in range(STRUCTURED_STREAMS)]
+    conversations = [user(question) for _, question, _ in chosen]
+    extras = [{"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": schema,
+                                                                          "strict": True}}}
+              for name, _, schema in chosen]
+    before = guided_counters(target)
+    started = time.perf_counter()
+    results = asyncio.run(stream_many(target, conversations, 2 * cfg.max_tokens, cfg.timeout, extras))
+    wall = time.perf_counter() - started
+    after = guided_counters(target)
+    ok = [r for r in results if r.error is None]
+    valid = [r for r, (_, _, schema) in zip(results, chosen) if r.error is None and validates(r.text, schema)]
+    tokens = sum(r.completion_tokens for r in ok)
+    result = StructuredResult(
+        system=target.name, streams=len(results), valid=len(valid), errors=len(results) - len(ok),
+        completion_tokens=tokens, wall_s=wall, aggregate_tokens_per_s=tokens / wall if wall > 0 else 0.0,
+        invalid_samples=[r.text[:120] for r in ok if r not in valid][:3] + _errors(results))
+    if before is not None and after is not None:
+        delta = {k: after[k] - before[k] for k in GUIDED_SERIES}
+        steps = delta["inference_guided_steps_total"]
+        if steps > 0:
+            result.guided_steps = int(steps)
+            result.rows_per_step = delta["inference_guided_rows_total"] / steps
+            result.mask_ms_per_step = 1000 * delta["inference_guided_mask_seconds_total"] / steps
+            result.step_ms = 1000 * delta["inference_guided_step_seconds_total"] / steps
+    return result
+
+
+def structured_line(r: StructuredResult) -> str:
+    line = (f"  {r.system} structured x{r.streams}: {r.valid}/{r.streams} valid, {r.completion_tokens} tokens "
+            f"in {r.wall_s:.1f}s = {r.aggregate_tokens_per_s:.1f} tok/s, errors {r.errors}")
+    if r.mask_ms_per_step is not None and r.step_ms is not None and r.mask_share is not None:
+        line += (f"; masking {r.mask_ms_per_step:.2f} ms per step ({r.rows_per_step:.1f} rows) of "
+                 f"{r.step_ms:.1f} ms = {100 * r.mask_share:.1f}%")
+    return line
+
+
 def _meter(target: Target) -> CpuMeter:
     meter = CpuMeter([target.pid, os.getpid()] if target.pid else None)
     meter.start()
@@ -322,6 +421,10 @@ def run_target(target: Target, cfg: BenchConfig, scenarios: list[str],
             results[name] = asdict(run_interference(target, cfg))
         elif name == "multi-turn":
             results[name] = asdict(run_multi_turn(target, cfg))
+        elif name == "structured":
+            structured = run_structured(target, cfg)
+            progress(structured_line(structured))
+            results[name] = asdict(structured)
         elif name == "rss":
             rss = run_rss(target, cfg)
             results[name] = None if rss is None else asdict(rss)

@@ -6,7 +6,14 @@ from typing import Any
 
 from django.http import JsonResponse
 
-from inference import ContextWindowExceeded, InferenceError, ModelNotFound, ModelUnavailable, QueueFull
+from inference import (
+    ContextWindowExceeded,
+    InferenceError,
+    InvalidGrammar,
+    ModelNotFound,
+    ModelUnavailable,
+    QueueFull,
+)
 
 AUTHENTICATION = 10000
 INVALID_INPUT = 5004
@@ -68,6 +75,8 @@ def from_inference(exc: InferenceError) -> ApiError:
         return ApiError(503, MODEL_UNAVAILABLE, f"Model {exc.name} is unavailable: {exc.reason}", {"Retry-After": "30"})
     if isinstance(exc, ContextWindowExceeded):
         return ApiError(413, CONTEXT_WINDOW, str(exc))
+    if isinstance(exc, InvalidGrammar):  # compiled before submit; this is the safety net
+        return ApiError(400, INVALID_INPUT, f"'response_format' cannot be followed: {exc.reason}")
     if isinstance(exc, QueueFull):
         return ApiError(429, CAPACITY, "Capacity temporarily exceeded, please try again.",
                         {"Retry-After": str(exc.retry_after)})

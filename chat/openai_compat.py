@@ -233,3 +233,15 @@ def parse_text_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequ
     stream, include_usage = _stream_flags(data)
     params = _params(data, entry, COMPLETIONS_DEFAULT_MAX_TOKENS, ("max_tokens",), logprobs=logprobs)
     return CompletionRequest(prompt, None, stream, params, include_usage=include_usage)
+
+
+def parse_tokenize_body(data: dict[str, Any]) -> tuple[str | None, list[dict[str, str]] | None]:
+    """``/tokenize``: exactly one of ``prompt`` (a string) or ``messages``."""
+    prompt, messages = data.get("prompt"), data.get("messages")
+    if (prompt is None) == (messages is None):
+        raise invalid("Provide exactly one of 'prompt' or 'messages'", "prompt")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise invalid("'prompt' must be a string", "prompt")
+        return prompt, None
+    return None, parse_structure(data, native=False).messages

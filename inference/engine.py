@@ -89,6 +89,10 @@ class Engine:
         # labelled children looked up once: the per-token path only observes
         self._ttft = metrics.TIME_TO_FIRST_TOKEN.labels(self.name)
         self._itl = metrics.INTER_TOKEN_LATENCY.labels(self.name)
+        self._guided_steps = metrics.GUIDED_STEPS.labels(self.name)
+        self._guided_rows = metrics.GUIDED_ROWS.labels(self.name)
+        self._guided_mask = metrics.GUIDED_MASK_SECONDS.labels(self.name)
+        self._guided_step = metrics.GUIDED_STEP_SECONDS.labels(self.name)
         # The worker releases the GIL for every torch op (hundreds per step) and must get it
         # back each time; with CPython's default 5 ms switch interval, busy Python threads
         # (the event loop serving many streams, database work) make each handback wait up to
@@ -136,6 +140,10 @@ class Engine:
                raw: bool = False) -> list[int]:
         """Token ids of a prompt as this model sees it (blocking: call it in a thread)."""
         return self.prompts.encode(prompt=prompt, messages=messages, raw=raw)
+
+    def decode(self, token_ids: list[int]) -> str:
+        """The text of ``token_ids`` (blocking); ``ValueError`` for an id outside the vocabulary."""
+        return self.prompts.decode(token_ids)
 
     def fit_history(self, system_prompt: str, history: list[dict[str, str]], budget: int) -> FittedPrompt:
         """The newest messages of ``history`` that fit ``budget`` tokens (blocking)."""
@@ -249,9 +257,12 @@ class Engine:
             seqs = [r.seq for r in rows]
             states = [self._states[s.request_id] for s in seqs]
             matchers = [st.matcher for st in states]
-            if any(m is not None for m in matchers):
+            guided = sum(m is not None for m in matchers)
+            if guided:
                 self._masks = self._masks or TokenMasks()
+                masking = time.perf_counter()
                 self._masks.apply(logits, matchers)
+                self._guided_mask.inc(time.perf_counter() - masking)
             tokens = sample(logits, seqs, [st.generator for st in states]) if rows else []
             logprobs = [self._logprobs(logits[i], st.seq, t) if st.seq.params.logprobs is not None
                         and isinstance(t, int) else None for i, (st, t) in enumerate(zip(states, tokens))]
@@ -263,7 +274,12 @@ class Engine:
                     if state is not None:
                         self._finish(state, RequestStatus.FINISHED_ERROR, error=type(exc).__name__)
             return
-        self._timer.observe(out, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._timer.observe(out, elapsed)
+        if guided:
+            self._guided_steps.inc()
+            self._guided_rows.inc(guided)
+            self._guided_step.inc(elapsed)
         now = time.monotonic()
         with self._wakeup:
             self.scheduler.update(out)

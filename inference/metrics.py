@@ -26,3 +26,11 @@ PREFIX_CACHE_HIT_TOKENS = Counter(
 )
 KV_CACHE_USAGE = Gauge("inference_kv_cache_usage_ratio", "Fraction of KV cache blocks held by requests", ["model"])
 PREEMPTIONS = Counter("inference_preemptions", "Sequences preempted for KV memory (recomputed later)", ["model"])
+GUIDED_STEPS = Counter("inference_guided_steps", "Steps with grammar-constrained rows", ["model"])
+GUIDED_ROWS = Counter("inference_guided_rows", "Constrained rows masked (one per row per step)", ["model"])
+GUIDED_MASK_SECONDS = Counter(
+    "inference_guided_mask_seconds", "Time computing and applying grammar token masks", ["model"]
+)
+GUIDED_STEP_SECONDS = Counter(
+    "inference_guided_step_seconds", "Whole duration of the steps with constrained rows", ["model"]
+)

@@ -37,6 +37,15 @@ class PromptEncoder:
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
             return list(tok(text)["input_ids"])
 
+    def decode(self, token_ids: list[int]) -> str:
+        """The text of ``token_ids``; raises ``ValueError`` for an id outside the vocabulary."""
+        with self.lock:
+            size = len(self.tokenizer)
+            bad = next((t for t in token_ids if not 0 <= t < size), None)
+            if bad is not None:
+                raise ValueError(f"token id {bad} is outside the vocabulary (0 to {size - 1})")
+            return str(self.tokenizer.decode(token_ids))
+
     def raw(self, prompt: str) -> list[int]:
         with self.lock:
             return list(self.tokenizer(prompt)["input_ids"])

@@ -7,7 +7,21 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from .parts import MAX_TOKENS, Schema, envelope, errors, json_body, nullable, obj, ok, operation, param, ref, sampling
+from .parts import (
+    MAX_TOKENS,
+    Schema,
+    envelope,
+    errors,
+    json_body,
+    nullable,
+    obj,
+    ok,
+    operation,
+    param,
+    ref,
+    response_format,
+    sampling,
+)
 
 SSE = ('`id: <characters so far>` and `data: {"response": "<piece>"}` per piece, then `data: {"response": "", '
        '"usage", "state", "finish_reason", "time_to_first_token_ms", "tokens_per_second"}`, then `data: [DONE]`; '
@@ -53,6 +67,7 @@ def schemas() -> dict[str, Schema]:
             "system_prompt": {**settings_fields["system_prompt"], "description": "Replaces the conversation's."},
             "max_tokens": {**MAX_TOKENS, "default": settings.CHAT_DEFAULT_MAX_TOKENS},
             **sampling(0.6),
+            "response_format": response_format(native=True),
         }, ("content",)),
         "ConversationList": envelope({"type": "array", "items": ref("Conversation")}),
         "ConversationResult": envelope(ref("Conversation")),

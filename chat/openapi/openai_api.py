@@ -107,6 +107,21 @@ def schemas() -> dict[str, Schema]:
                                            "logprobs": text_logprobs, "finish_reason": finish},
                                           ("index", "text", "finish_reason"))}},
             ("id", "object", "created", "model", "choices", "usage")),
+        "TokenizeRequest": obj({
+            "model": {"type": "string", "minLength": 1},
+            "prompt": {"type": "string", "description": "Tokenized as it is (no chat template)."},
+            "messages": {"type": "array", "items": {"anyOf": [ref("ChatMessage"), *TOOL_MESSAGES]}, "minItems": 1,
+                         "description": "Tokenized through the chat template, as a chat completion would be."},
+            **tools_fields(native=False),
+        }, ("model",), description="Exactly one of `prompt` or `messages`."),
+        "Tokens": obj({"count": {"type": "integer", "minimum": 0}, "max_model_len": {"type": "integer"},
+                       "tokens": {"type": "array", "items": {"type": "integer"}}},
+                      ("count", "max_model_len", "tokens")),
+        "DetokenizeRequest": obj({"model": {"type": "string", "minLength": 1},
+                                  "tokens": {"type": "array", "items": {"type": "integer", "minimum": 0,
+                                                                        "maximum": 2**31 - 1},
+                                             "maxItems": 100_000}}, ("model", "tokens")),
+        "Detokenized": obj({"prompt": {"type": "string"}}, ("prompt",)),
         "Model": obj({"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
                       "owned_by": {"type": "string"}}, ("id", "object", "created", "owned_by")),
         "ModelPage": obj({"object": {"const": "list"}, "data": {"type": "array", "items": ref("Model")}},
@@ -128,5 +143,11 @@ def paths() -> dict[str, Schema]:
         "/v1/completions": {"post": operation(
             "createCompletion", "OpenAI", "Text completion (raw prompt)",
             {**ok(ref("TextCompletion"), sse=SSE_TEXT), **ERRORS}, requestBody=json_body(ref("CompletionRequest")))},
+        "/tokenize": {"post": operation(
+            "tokenize", "OpenAI", "Token ids of a prompt or conversation (vLLM's helper)",
+            {**ok(ref("Tokens")), **ERRORS}, requestBody=json_body(ref("TokenizeRequest")))},
+        "/detokenize": {"post": operation(
+            "detokenize", "OpenAI", "Text of token ids (vLLM's helper)",
+            {**ok(ref("Detokenized")), **ERRORS}, requestBody=json_body(ref("DetokenizeRequest")))},
     }
 

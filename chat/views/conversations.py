@@ -5,6 +5,7 @@ lines (character offsets) so ``Last-Event-ID`` resumes where the reader left off
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from django.conf import settings
@@ -12,11 +13,14 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import reverse
 
+from inference import InvalidGrammar
+
 from .. import turns
 from ..auth import Principal
-from ..catalog import default_entry, resolve_entry
+from ..catalog import default_entry, get_engine, resolve_entry
 from ..errors import ApiError, invalid, success_response
 from ..follow import follow
+from ..messages import parse_response_format
 from ..models import Conversation, Message
 from ..sse import sse_response
 from ..validation import plain_int, read_json_body, sampling_params
@@ -141,8 +145,15 @@ async def post_message(request: HttpRequest, conversation_id: int, *, principal:
     content = _text(data, "content", required=True)
     entry = await resolve_entry(_text(data, "model") or c.model)
     system_prompt = _text(data, "system_prompt", max_length=20_000) if "system_prompt" in data else None
+    guide = parse_response_format(data.get("response_format"), native=True)
     params = sampling_params(data, entry.max_output_tokens,
-                             default_max_tokens=settings.CHAT_DEFAULT_MAX_TOKENS)
+                             default_max_tokens=settings.CHAT_DEFAULT_MAX_TOKENS, guide=guide)
+    if guide is not None:  # checked before anything is saved
+        engine = await get_engine(entry)
+        try:
+            await asyncio.to_thread(engine.compile_guide, guide)
+        except InvalidGrammar as exc:
+            raise invalid(f"'response_format' cannot be followed: {exc.reason}") from None
     turn = await turns.start_turn(c, entry, content, params, principal.user, principal.token,
                                   system_prompt=system_prompt)
     return success_response({

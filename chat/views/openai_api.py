@@ -5,6 +5,7 @@ shapes differ (``chat/openai_compat.py``). Model ids are catalog names.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from inference import (
 )
 
 from ..auth import Principal
-from ..catalog import resolve_entry
+from ..catalog import get_engine, resolve_entry
 from ..errors import ApiError
 from ..generation import submit
 from ..messages import Structure, new_call_id
@@ -37,13 +38,15 @@ from ..openai_compat import (
     model_name,
     parse_chat_body,
     parse_text_body,
+    parse_tokenize_body,
     to_openai,
 )
 from ..sse import DONE, event, sse_response
-from ..validation import read_json_body
+from ..validation import parse_token_ids, read_json_body
 from .door import api_view
 
 logger = logging.getLogger(__name__)
+MAX_DETOKENIZE = 100_000
 
 
 # response shapes ---------------------------------------------------------------------
@@ -189,6 +192,38 @@ async def chat_completions(request: HttpRequest, *, principal: Principal) -> Htt
 async def completions(request: HttpRequest, *, principal: Principal) -> HttpResponseBase:
     """``POST /v1/completions``: a raw prompt, no chat template; streamed (``text_completion``) or not."""
     return await _serve(request, principal, _TextShape)
+
+
+@api_view("POST", envelope="openai", rate_limited=True)
+async def tokenize(request: HttpRequest, *, principal: Principal) -> HttpResponseBase:
+    """``POST /tokenize`` (vLLM's): ``{model, prompt}`` as sent (no template) or ``{model, messages}`` through
+    the chat template; answers ``{count, max_model_len, tokens}``."""
+    try:
+        data = read_json_body(request)
+        entry = await resolve_entry(model_name(data))
+        prompt, messages = parse_tokenize_body(data)
+        engine = await get_engine(entry)
+        ids = await asyncio.to_thread(engine.encode, prompt=prompt, messages=messages, raw=prompt is not None)
+    except (ApiError, InferenceError, OpenAIError) as exc:
+        return to_openai(exc).response()
+    return JsonResponse({"count": len(ids), "max_model_len": entry.context_length, "tokens": ids})
+
+
+@api_view("POST", envelope="openai", rate_limited=True)
+async def detokenize(request: HttpRequest, *, principal: Principal) -> HttpResponseBase:
+    """``POST /detokenize`` (vLLM's): ``{model, tokens}`` -> ``{prompt}``."""
+    try:
+        data = read_json_body(request)
+        entry = await resolve_entry(model_name(data))
+        tokens = list(parse_token_ids(data.get("tokens"), "tokens", max_items=MAX_DETOKENIZE))
+        engine = await get_engine(entry)
+        try:
+            text = await asyncio.to_thread(engine.decode, tokens)
+        except ValueError as exc:
+            raise OpenAIError(400, f"'tokens': {exc}", param="tokens") from None
+    except (ApiError, InferenceError, OpenAIError) as exc:
+        return to_openai(exc).response()
+    return JsonResponse({"prompt": text}, json_dumps_params={"ensure_ascii": False})
 
 
 async def _serve(request: HttpRequest, principal: Principal, shape: type[_Shape]) -> HttpResponseBase:

@@ -3,7 +3,7 @@
 import { api, conversationUrl } from "./api.js";
 import { autosize, fillPrompt, readNumber, updateComposer } from "./composer.js";
 import { codePoints, h, icon, statusText } from "./dom.js";
-import { defaultModel, markSystemPrompt, selectModel } from "./models.js";
+import { defaultModel, markSystemPrompt, responseFormat, selectModel } from "./models.js";
 import { scrollToBottom } from "./scroll.js";
 import { closeSidebarOnMobile, highlightActive, removeConversation, upsertConversation } from "./sidebar.js";
 import { els, finePointer, isCurrent, state } from "./state.js";
@@ -97,8 +97,9 @@ export async function deleteConversation(id) {
 }
 
 /* The message body for the box's text and the settings filled in. */
-function messagePayload(content) {
+function messagePayload(content, format) {
   const payload = { content: content, model: els.model.value || undefined, system_prompt: els.systemPrompt.value };
+  if (format) payload.response_format = format;
   const maxTokens = readNumber(els.maxTokens, function (v) { return parseInt(v, 10); });
   const temperature = readNumber(els.temperature, parseFloat);
   if (maxTokens !== undefined) payload.max_tokens = maxTokens;
@@ -109,6 +110,16 @@ function messagePayload(content) {
 export async function send() {
   const content = els.prompt.value;
   if (!content.trim() || state.sending || state.stream) return;
+  let format;
+  try {
+    format = responseFormat();
+  } catch (err) {
+    els.jsonSchemaError.textContent = err.message;
+    els.jsonSchemaError.hidden = false;
+    if (els.settings.hidden) els.settingsBtn.click();
+    els.jsonSchema.focus();
+    return;
+  }
   state.sending = true;
   els.thread.querySelectorAll(".notice").forEach(function (n) { n.remove(); });
   els.prompt.value = "";
@@ -128,7 +139,7 @@ export async function send() {
       upsertConversation(created);
     }
     const conversationId = state.current.id;
-    const result = await api("POST", conversationUrl(conversationId) + "/messages", messagePayload(content));
+    const result = await api("POST", conversationUrl(conversationId) + "/messages", messagePayload(content, format));
     if (!isCurrent(conversationId)) return; // navigated away meanwhile
     userView.el.classList.remove("pending");
     userView.update(result.user_message);

@@ -2,6 +2,7 @@
 import { copyText, flash } from "./dom.js";
 import { autosize, fillPrompt, updateComposer } from "./composer.js";
 import { deleteConversation, newChat, openConversation, send } from "./conversation.js";
+import { renderAnswer } from "./answer.js";
 import * as Markdown from "./markdown.js";
 import { initSettings, loadModels, toggleSettings } from "./models.js";
 import { initScroll } from "./scroll.js";
@@ -10,7 +11,7 @@ import { body, els, isCurrent } from "./state.js";
 import { stopStreaming } from "./stream.js";
 import { updateEmpty } from "./thread.js";
 
-window.ChatMarkdown = Markdown; // for tests and the curious
+window.ChatMarkdown = { ...Markdown, renderAnswer }; // for tests and the curious
 
 function isPlainClick(event) {
   return !(event.metaKey || event.ctrlKey || event.shiftKey);

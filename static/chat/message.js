@@ -2,7 +2,7 @@
  * its state (streaming, done, stopped, error), statistics and a copy button. */
 import { hintFor } from "./api.js";
 import { copyText, flash, formatNumber, h, icon, statusText } from "./dom.js";
-import { render as renderMarkdown } from "./markdown.js";
+import { renderAnswer } from "./answer.js";
 import { autoscroll } from "./scroll.js";
 
 export class MessageView {
@@ -78,7 +78,7 @@ export class MessageView {
       this.contentEl.textContent = this.content;
       return;
     }
-    this.contentEl.replaceChildren(renderMarkdown(this.content));
+    this.contentEl.replaceChildren(renderAnswer(this.content));
     this.typing.hidden = !(this.state === "streaming" && this.content === "");
     if (this.state === "streaming") this.placeCaret();
   }

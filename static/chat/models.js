@@ -116,12 +116,34 @@ export function initSettings() {
     patchConversation({ system_prompt: els.systemPrompt.value }, "save the system prompt");
   });
 
-  /* max tokens and temperature are per browser, not per conversation */
-  [[els.maxTokens, "wai.max_tokens"], [els.temperature, "wai.temperature"]].forEach(function (pair) {
+  /* max tokens, temperature and JSON output are per browser, not per conversation */
+  [[els.maxTokens, "wai.max_tokens"], [els.temperature, "wai.temperature"],
+    [els.jsonSchema, "wai.json_schema"]].forEach(function (pair) {
     const input = pair[0];
     try { input.value = window.localStorage.getItem(pair[1]) || ""; } catch (e) { /* storage disabled */ }
     input.addEventListener("change", function () {
       try { window.localStorage.setItem(pair[1], input.value); } catch (e) { /* storage disabled */ }
     });
   });
+  try { els.jsonOutput.checked = window.localStorage.getItem("wai.json_output") === "1"; } catch (e) { /* disabled */ }
+  els.jsonSchemaField.hidden = !els.jsonOutput.checked;
+  els.jsonOutput.addEventListener("change", function () {
+    els.jsonSchemaField.hidden = !els.jsonOutput.checked;
+    try { window.localStorage.setItem("wai.json_output", els.jsonOutput.checked ? "1" : "0"); } catch (e) { /* disabled */ }
+  });
+  els.jsonSchema.addEventListener("input", function () { els.jsonSchemaError.hidden = true; });
+}
+
+/* The response_format for the settings: null (text), JSON of any shape, or JSON valid for the
+ * schema typed in; throws when that schema is not a JSON object. */
+export function responseFormat() {
+  if (!els.jsonOutput.checked) return null;
+  const text = els.jsonSchema.value.trim();
+  if (!text) return { type: "json_object" };
+  let schema;
+  try { schema = JSON.parse(text); } catch (e) { schema = null; }
+  if (!schema || typeof schema !== "object" || Array.isArray(schema)) {
+    throw new Error("The JSON Schema is not a JSON object.");
+  }
+  return { type: "json_schema", json_schema: schema };
 }

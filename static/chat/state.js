@@ -9,6 +9,8 @@ export const els = {
   brand: $("brand-link"), model: $("model-select"), title: $("topbar-title"),
   settingsBtn: $("settings-btn"), settings: $("settings"), systemPrompt: $("system-prompt"),
   maxTokens: $("max-tokens"), temperature: $("temperature"), limits: $("model-limits"),
+  jsonOutput: $("json-output"), jsonSchema: $("json-schema"), jsonSchemaField: $("json-schema-field"),
+  jsonSchemaError: $("json-schema-error"),
   scroller: $("messages"), thread: $("thread"), empty: $("empty-state"), suggestions: $("suggestions"),
   jump: $("jump"), composer: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
   hintModel: $("hint-model"),

@@ -394,3 +394,58 @@ def test_messages_outside_the_models_context_are_marked(open_tab: Any) -> None:
     assert "out-of-context" in (messages.first.get_attribute("class") or "")
     assert messages.nth(1).get_by_text("Outside the model's context").is_hidden()
     tab.assert_clean()
+
+
+def test_json_output_with_a_schema_gives_a_matching_answer_shown_as_json(open_tab: Any) -> None:
+    tab = open_tab()
+    page = tab.page
+    page.goto(tab.url("/"))
+    page.click("[data-testid=settings-toggle]")
+    page.check("[data-testid=json-output]")
+    page.fill("[data-testid=json-schema]", "{not a schema")
+    page.click("[data-testid=settings-toggle]")
+    send(tab, "Describe a city.")
+    error = page.locator("[data-testid=json-schema-error]")
+    expect(error).to_be_visible()  # refused on the page, nothing sent
+    assert page.locator("[data-testid=message]").count() == 0
+    schema = ('{"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}, '
+              '"population": {"type": "integer", "minimum": 0, "maximum": 99999999}}, '
+              '"required": ["city", "population"]}')
+    page.fill("[data-testid=json-schema]", schema)
+    page.dispatch_event("[data-testid=json-schema]", "change")
+    page.press("[data-testid=prompt]", "Enter")
+    answer = wait_answer(tab, lambda a: a["state"] != "streaming")
+    assert answer["state"] == "done"
+    import json
+
+    value = json.loads(answer["text"])  # shown pretty-printed in a code block, still the same JSON
+    assert set(value) == {"city", "population"} and isinstance(value["population"], int)
+    assert page.locator("[data-testid=message][data-role=assistant] .code-lang").last.text_content() == "json"
+    page.reload()  # the setting is remembered by this browser
+    page.click("[data-testid=settings-toggle]")
+    assert page.is_checked("[data-testid=json-output]")
+    page.uncheck("[data-testid=json-output]")
+    tab.assert_clean()
+
+
+def test_tool_calls_and_results_in_an_answer_are_collapsible_blocks(open_tab: Any) -> None:
+    tab = open_tab()
+    page = tab.page
+    page.goto(tab.url("/"))
+    page.wait_for_selector("[data-testid=prompt]")
+    source = ('Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "<b>Paris</b>"}}</tool_call>'
+              '\n<tool_response>{"temperature": 21}</tool_response>\nIt is **21** degrees.')
+    result = page.evaluate("""(src) => {
+      const box = document.createElement('div');
+      box.appendChild(window.ChatMarkdown.renderAnswer(src));
+      const blocks = [...box.querySelectorAll('[data-testid=tool-block]')];
+      return {summaries: blocks.map(b => b.querySelector('summary').textContent),
+              open: blocks.map(b => b.open), code: blocks.map(b => b.querySelector('code').textContent),
+              strong: box.querySelector('strong')?.textContent, bold: box.querySelectorAll('b').length,
+              first: box.querySelector('p')?.textContent};
+    }""", source)
+    assert result["summaries"] == ["Tool call · get_weather", "Tool result"]
+    assert result["open"] == [False, False]
+    assert '"city": "<b>Paris</b>"' in result["code"][0] and result["bold"] == 0
+    assert result["first"] == "Let me check." and result["strong"] == "21"
+    tab.assert_clean()

@@ -32,7 +32,9 @@ MAX_OUTPUT_TOKENS = 4  # the served model's cap on the server while fuzzing: no 
 EXAMPLES_PER_OPERATION = 25
 UNKNOWN_MODEL = "@cf/nobody/no-such-model"
 OWN = 1_000_000_001  # stands for the fuzzer's own conversation (or answer) until the request is sent
-API_PREFIXES = ("/ai/", "/client/v4/", "/v1/", "/api/")  # the rest (health, metrics, docs) are Django's plain views
+API_PREFIXES = ("/ai/", "/client/v4/", "/v1/", "/api/", "/tokenize", "/detokenize")  # the rest (health, metrics,
+# docs) are Django's plain views
+OPENAI_PATHS = ("/v1/", "/tokenize", "/detokenize")
 OWNED = ("conversation_id", "message_id")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -44,7 +46,8 @@ def aimed_document() -> dict[str, Any]:
     document = build_document()
     models = {"enum": [MODEL, UNKNOWN_MODEL]}
     schemas = document["components"]["schemas"]
-    for name in ("RunRequest", "ChatCompletionRequest", "CompletionRequest", "ConversationSettings", "MessageRequest"):
+    for name in ("RunRequest", "ChatCompletionRequest", "CompletionRequest", "ConversationSettings", "MessageRequest",
+                 "TokenizeRequest", "DetokenizeRequest"):
         properties = schemas[name]["properties"]
         if "model" in properties:
             properties["model"] = models
@@ -102,7 +105,7 @@ def assert_error_envelope(path: str, response: Any, request: str) -> None:
     assert response.headers.get("content-type") == ["application/json"], (request, response.status_code,
                                                                            response.headers, response.content[:500])
     body = response.json()
-    if path.startswith("/v1/"):
+    if path.startswith(OPENAI_PATHS):
         error = body["error"]
         assert isinstance(error["message"], str) and error["message"] and isinstance(error["type"], str)
         assert {"code", "param"} <= error.keys()

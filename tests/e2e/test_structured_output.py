@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 from openai import OpenAI
 
+from bench.schemas import SCHEMAS
 from tests.support import MODEL
-from tests.support.schemas import SCHEMAS
 from tests.support.server import LiveServer
 from tests.support.sse import parse_sse
 
@@ -172,3 +172,20 @@ def test_logprobs_come_with_each_token(client: OpenAI) -> None:
     lp = text.choices[0].logprobs
     assert lp is not None and lp.tokens and "".join(lp.tokens) == text.choices[0].text
     assert lp.top_logprobs and all(len(t) <= 2 for t in lp.top_logprobs)
+
+
+def test_tokenize_and_detokenize_round_trip(live_server_proc: LiveServer) -> None:
+    headers = {"Authorization": f"Bearer {live_server_proc.token()}"}
+
+    def post(path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{live_server_proc.url}{path}", json={"model": MODEL, **body}, headers=headers, timeout=60)
+
+    raw = post("/tokenize", {"prompt": "Hello world, how are you?"}).json()
+    assert raw["count"] == len(raw["tokens"]) > 3 and raw["max_model_len"] > 0
+    assert post("/detokenize", {"tokens": raw["tokens"]}).json() == {"prompt": "Hello world, how are you?"}
+    chat = post("/tokenize", {"messages": [{"role": "user", "content": "Hello world, how are you?"}]}).json()
+    with_tools = post("/tokenize", {"messages": [{"role": "user", "content": "Hello world, how are you?"}],
+                                    "tools": TOOLS}).json()
+    assert raw["count"] < chat["count"] < with_tools["count"]  # the template, then the tools' system prompt
+    r = post("/detokenize", {"tokens": [10**9]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tokens"
