@@ -193,6 +193,11 @@ def parse_chat_body(data: dict[str, Any], entry: CatalogEntry) -> CompletionRequ
         raise invalid("'functions' and 'function_call' are deprecated and not supported: use 'tools'",
                       "functions", "unsupported_parameter")
     _reject_unless(data, "logit_bias", ({},))
+    # what OpenAI documents for chat that a local text model cannot do: refused, never ignored
+    _reject_unless(data, "modalities", (["text"],))
+    _reject_unless(data, "store", (False,))
+    for field in ("audio", "prediction", "web_search_options", "reasoning_effort"):
+        _reject_unless(data, field, ())
     logprobs = data.get("logprobs")
     if logprobs is not None and not isinstance(logprobs, bool):
         raise invalid("'logprobs' must be a boolean", "logprobs")

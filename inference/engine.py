@@ -113,7 +113,7 @@ class Engine:
         self.tokenizer = loaded.tokenizer
         self.prompts = PromptEncoder(loaded.tokenizer)
         self.grammars = GrammarCompiler(loaded.tokenizer, loaded.eos_token_ids)
-        self._masks: TokenMasks | None = None
+        self._masks = TokenMasks()
         num_blocks = settings.kv_cache_tokens // settings.block_size + 1  # block 0: padding
         self.block_manager = BlockManager(num_blocks, settings.block_size, settings.prefix_caching)
         self.scheduler = Scheduler(self.block_manager, settings.max_batch_size, settings.max_queue,
@@ -259,7 +259,6 @@ class Engine:
             matchers = [st.matcher for st in states]
             guided = sum(m is not None for m in matchers)
             if guided:
-                self._masks = self._masks or TokenMasks()
                 masking = time.perf_counter()
                 self._masks.apply(logits, matchers)
                 self._guided_mask.inc(time.perf_counter() - masking)

@@ -67,8 +67,13 @@ def schemas() -> dict[str, Schema]:
                      "description": "Each answer token's log-probability (`choices[].logprobs.content`)."},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20,
                          "description": "With `logprobs`: the most likely alternatives at each token."},
+        "modalities": {"const": ["text"]},
+        "store": {"const": False, "description": "Nothing is stored for OpenAI's evals or distillation."},
+        "user": {"type": "string", "description": "Accepted; not used."},
+        "metadata": {"type": "object", "description": "Accepted; not used."},
     }, ("model", "messages"), description="`functions`/`function_call` (deprecated by OpenAI) are refused: use "
-                                          "`tools`.")
+                                          "`tools`. `audio`, `prediction`, `web_search_options` and "
+                                          "`reasoning_effort` are refused with a 400.")
     text = obj({
         **_common(str(COMPLETIONS_DEFAULT_MAX_TOKENS)),
         "prompt": {"description": "Sent as it is, without chat template.",
