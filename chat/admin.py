@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from .catalog import unavailable
+from .catalog import state
 from .models import ApiToken, CatalogEntry, Conversation, Message, UsageRecord
 
 
@@ -23,10 +23,9 @@ class CatalogEntryAdmin(admin.ModelAdmin):
     list_filter = ("is_enabled", "precision")
     search_fields = ("name", "description", "source")
 
-    @admin.display(description="available")
+    @admin.display(description="state")
     def availability(self, obj: CatalogEntry) -> str:
-        reason = unavailable(obj)
-        return "yes" if reason is None else f"no: {reason}"
+        return state(obj)
 
 
 @admin.register(ApiToken)

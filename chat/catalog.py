@@ -15,6 +15,7 @@ from inference import (
     ModelNotFound,
     ModelSpec,
     ModelUnavailable,
+    RemoteEngine,
     pool,
     unavailable_reason,
 )
@@ -40,12 +41,30 @@ async def default_entry() -> CatalogEntry | None:
 
 def unavailable(entry: CatalogEntry) -> str | None:
     """Why ``entry`` cannot serve right now, or None. Cheap: never loads anything."""
-    if pool.is_loaded(entry.name):
+    engine = pool.loaded(entry.name)
+    if isinstance(engine, RemoteEngine):
+        state = engine.state()
+        return state if state.startswith("unreachable") else None
+    if engine is not None:
         return None
     return pool.failure(entry.name) or unavailable_reason(entry.to_spec(), pool.settings.allow_downloads)
 
 
-async def get_engine(entry: CatalogEntry) -> Engine:
+def state(entry: CatalogEntry) -> str:
+    """What ``entry`` is doing now: ``loaded``, ``not loaded``, ``loading``, a remote entry's
+    upstreams, or why it cannot serve."""
+    engine = pool.loaded(entry.name)
+    if isinstance(engine, RemoteEngine):
+        return engine.state()
+    if engine is not None:
+        return "loaded"
+    if pool.is_loading(entry.name):
+        return "loading"
+    reason = unavailable(entry)
+    return f"unavailable: {reason}" if reason else ("remote" if entry.source.startswith("openai:") else "not loaded")
+
+
+async def get_engine(entry: CatalogEntry) -> Engine | RemoteEngine:
     """The running engine for ``entry`` (loading it if needed); 503/5008 when it cannot."""
     try:
         return await pool.aget(entry.to_spec())
@@ -91,3 +110,8 @@ def on_setting_changed(setting: str, **kwargs: Any) -> None:
     """Tests that override inference settings get fresh engines."""
     if setting.startswith("INFERENCE") or setting == "MODEL_CACHE_DIR":
         pool.configure(settings.INFERENCE)
+
+
+def entry_states() -> dict[str, str]:
+    """Every enabled entry's ``state()`` (for ``/readyz``)."""
+    return {entry.name: state(entry) for entry in CatalogEntry.objects.filter(is_enabled=True).order_by("name")}

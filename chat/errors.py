@@ -13,6 +13,7 @@ from inference import (
     ModelNotFound,
     ModelUnavailable,
     QueueFull,
+    UpstreamError,
 )
 
 AUTHENTICATION = 10000
@@ -77,6 +78,10 @@ def from_inference(exc: InferenceError) -> ApiError:
         return ApiError(413, CONTEXT_WINDOW, str(exc))
     if isinstance(exc, InvalidGrammar):  # compiled before submit; this is the safety net
         return ApiError(400, INVALID_INPUT, f"'response_format' cannot be followed: {exc.reason}")
+    if isinstance(exc, UpstreamError):  # a remote entry's server refused the request
+        if 400 <= exc.status < 500 and exc.status not in (401, 403, 404):
+            return ApiError(400, INVALID_INPUT, f"The model's server refused the request: {exc.message}")
+        return ApiError(503, MODEL_UNAVAILABLE, f"The model's server failed: {exc.message}", {"Retry-After": "5"})
     if isinstance(exc, QueueFull):
         return ApiError(429, CAPACITY, "Capacity temporarily exceeded, please try again.",
                         {"Retry-After": str(exc.retry_after)})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from inference import InvalidGrammar, RequestStream, SamplingParams, check_context
+from inference import InvalidGrammar, RemoteEngine, RequestStream, SamplingParams, UpstreamError, check_context
 
 from .auth import Principal
 from .catalog import get_engine
@@ -26,6 +26,12 @@ async def submit(principal: Principal, entry: CatalogEntry, endpoint: str, param
     too long prompt, a grammar that does not compile, full queue)."""
     async with generation_slot(principal.user, principal.token) as slot:
         engine = await get_engine(entry)
+        if isinstance(engine, RemoteEngine):
+            stream = await submit_remote(engine, entry, params, prompt, messages, raw, principal.label,
+                                         guide_field)
+            slot.release_when_finished(stream)
+            record_usage_when_finished(stream, principal, entry.name, endpoint)
+            return stream
         ids = await asyncio.to_thread(engine.encode, prompt=prompt, messages=messages, raw=raw)
         if not ids:
             raise invalid(f"'{prompt_field}' encodes to no tokens")
@@ -39,3 +45,19 @@ async def submit(principal: Principal, entry: CatalogEntry, endpoint: str, param
         slot.release_when_finished(stream)
     record_usage_when_finished(stream, principal, entry.name, endpoint)
     return stream
+
+
+async def submit_remote(engine: RemoteEngine, entry: CatalogEntry, params: SamplingParams, prompt: str | None,
+                        messages: list[dict[str, str]] | None, raw: bool, log_tag: str,
+                        guide_field: str = "response_format") -> RequestStream:
+    """Through a remote entry: the context is checked with the upstream's tokenizer where it has
+    one (else the upstream checks it), then the upstream's stream is opened."""
+    try:
+        engine.compile_guide(params.guide)
+    except UpstreamError as exc:
+        raise invalid(exc.message if guide_field == "tools" else f"'{guide_field}': {exc.message}") from None
+    count = await engine.count_tokens(prompt, messages, raw)
+    if count is not None:
+        check_context(count, entry.context_length)
+    return await engine.start(params=params, prompt=prompt, messages=messages, raw=raw, num_prompt_tokens=count,
+                              log_tag=log_tag)

@@ -25,8 +25,16 @@ class CatalogEntry(models.Model):
     description = models.TextField(blank=True)
     source = models.CharField(
         max_length=500,
-        help_text="package:<module>/<file>, hf:<repo id> or path:<directory or .gguf file>",
+        help_text="package:<module>/<file>, hf:<repo id>, path:<directory or .gguf file>, or "
+                  "openai:<base URL ending in /v1> (a remote OpenAI-compatible server)",
     )
+    upstream_model = models.CharField(max_length=200, blank=True,
+                                      help_text="openai: the model's name at the upstream (default: this name)")
+    api_key_env = models.CharField(max_length=100, blank=True,
+                                   help_text="openai: the environment variable holding the upstream's API key "
+                                             "(the key itself is never stored)")
+    extra_upstreams = models.JSONField(default=list, blank=True,
+                                       help_text="openai: more base URLs serving the same model")
     precision = models.CharField(max_length=10, choices=Precision.choices, default=Precision.FULL)
     context_length = models.PositiveIntegerField(help_text="Maximum input tokens")
     max_output_tokens = models.PositiveIntegerField(help_text="Maximum tokens generated (sequence length)")
@@ -56,6 +64,9 @@ class CatalogEntry(models.Model):
             context_length=self.context_length,
             max_output_tokens=self.max_output_tokens,
             description=self.description,
+            upstream_model=self.upstream_model,
+            api_key_env=self.api_key_env,
+            upstreams=tuple(self.extra_upstreams or ()),
         )
 
     def save(self, *args: object, **kwargs: object) -> None:

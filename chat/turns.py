@@ -26,12 +26,22 @@ from django.core.signals import request_started
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from inference import ContextWindowExceeded, Engine, Guide, QueueFull, RequestStream, SamplingParams
+from inference import (
+    ContextWindowExceeded,
+    Engine,
+    FittedPrompt,
+    Guide,
+    QueueFull,
+    RemoteEngine,
+    RequestStream,
+    SamplingParams,
+)
 
 from . import answers, leases
 from .answers import Generation, announce_end, control_group
 from .catalog import get_engine, resolve_entry
 from .errors import INVALID_INPUT, ApiError, from_inference, invalid
+from .generation import submit_remote
 from .limits import generation_slot
 from .models import CatalogEntry, Conversation, Message
 
@@ -86,13 +96,21 @@ async def start_turn(conversation: Conversation, entry: CatalogEntry, content: s
     budget = entry.context_length - params.max_tokens
     if budget <= 0:
         raise invalid(f"'max_tokens' must leave room for input in the context window ({entry.context_length})")
-    try:
-        fitted = await asyncio.to_thread(engine.fit_history, conversation.system_prompt, history, budget)
-    except ContextWindowExceeded as exc:
-        raise from_inference(exc) from None
-    async with generation_slot(user, token) as slot:  # 429/3040 past the owner's generations at once
-        stream = engine.submit(fitted.token_ids, params, log_tag=f"user:{user.get_username()}")  # may raise QueueFull
-        slot.release_when_finished(stream)
+    log_tag = f"user:{user.get_username()}"
+    if isinstance(engine, RemoteEngine):  # the whole conversation goes; the upstream's context rules
+        system = [{"role": "system", "content": conversation.system_prompt}] if conversation.system_prompt else []
+        async with generation_slot(user, token) as slot:
+            stream = await submit_remote(engine, entry, params, None, system + history, False, log_tag)
+            slot.release_when_finished(stream)
+        fitted = FittedPrompt([0] * stream.num_prompt_tokens, 0)
+    else:
+        try:
+            fitted = await asyncio.to_thread(engine.fit_history, conversation.system_prompt, history, budget)
+        except ContextWindowExceeded as exc:
+            raise from_inference(exc) from None
+        async with generation_slot(user, token) as slot:  # 429/3040 past the owner's generations at once
+            stream = engine.submit(fitted.token_ids, params, log_tag=log_tag)  # may raise QueueFull
+            slot.release_when_finished(stream)
 
     def save() -> Turn:
         with transaction.atomic():
@@ -145,6 +163,8 @@ class Resumption(Generation):
         params = _sampling(message.sampling or {})
         entry = await resolve_entry(message.model)
         engine = await get_engine(entry)
+        if isinstance(engine, RemoteEngine):  # an upstream cannot continue a partial answer: it ends here
+            return None
         previous = await sync_to_async(_history)(conversation, before=message.pk)
         history = [{"role": m.role, "content": m.content} for m in previous]
         budget = entry.context_length - params.max_tokens

@@ -25,6 +25,8 @@ _EXPORTS = {
     "ModelNotFound": "errors",
     "ModelUnavailable": "errors",
     "QueueFull": "errors",
+    "UpstreamError": "errors",
+    "RemoteEngine": "remote",
     "Guide": "guided",
     "InvalidGrammar": "guided",
     "MainThreadHost": "host",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
         ModelNotFound,
         ModelUnavailable,
         QueueFull,
+        UpstreamError,
     )
     from .guided import Guide, InvalidGrammar
     from .host import MainThreadHost
@@ -77,5 +80,6 @@ if TYPE_CHECKING:
     from .model_pool import ModelPool, pool
     from .outputs import Finished, RequestStream, TokenLogprob, Usage
     from .prompts import FittedPrompt, check_context
+    from .remote import RemoteEngine
     from .sequence import InvalidSamplingParams, SamplingParams
     from .tools import ParsedDelta, Tool, ToolCall, ToolCallParser, parse_tool_calls, render_messages, tool_guide

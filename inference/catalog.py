@@ -21,7 +21,10 @@ class ModelSpec:
 
     ``source`` is one of ``package:<module>/<file>`` (weights shipped in a Python
     package), ``hf:<repo id>`` (Hugging Face hub repo, local cache unless downloads are
-    allowed), or ``path:<dir or .gguf file>``.
+    allowed), ``path:<dir or .gguf file>``, or ``openai:<base URL ending in /v1>`` (served by
+    a remote OpenAI-compatible server: vLLM, TGI, SGLang, llama-server, Ollama, another
+    instance of this project; ``upstreams`` adds more URLs of the same model, ``upstream_model``
+    is its name there, ``api_key_env`` the environment variable holding its API key).
     """
 
     name: str
@@ -30,6 +33,13 @@ class ModelSpec:
     context_length: int = 2048
     max_output_tokens: int = 1024
     description: str = ""
+    upstream_model: str = ""
+    api_key_env: str = ""
+    upstreams: tuple[str, ...] = ()
+
+    @property
+    def is_remote(self) -> bool:
+        return self.source_kind == "openai"
 
     @property
     def source_kind(self) -> str:
@@ -106,6 +116,8 @@ def unavailable_reason(spec: ModelSpec, allow_downloads: bool = False) -> str | 
     if spec.precision not in ("full", "int8"):
         return f"precision {spec.precision!r} is not supported yet"
     kind, ref = spec.source_kind, spec.source_ref
+    if kind == "openai":
+        return None  # reachability is the remote engine's state, checked per request
     if kind == "package":
         if package_file(ref) is None:
             module = ref.partition("/")[0]

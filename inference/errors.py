@@ -45,3 +45,14 @@ class QueueFull(InferenceError):
 
 class GenerationFailed(InferenceError):
     """The worker failed while running this request's step."""
+
+
+class UpstreamError(InferenceError):
+    """A remote engine's server refused or failed a request before its stream started.
+    ``status`` is the upstream's HTTP status (0 when it could not be reached)."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after

@@ -34,3 +34,12 @@ GUIDED_MASK_SECONDS = Counter(
 GUIDED_STEP_SECONDS = Counter(
     "inference_guided_step_seconds", "Whole duration of the steps with constrained rows", ["model"]
 )
+UPSTREAM_REQUESTS = Counter("inference_upstream_requests", "Requests sent to a remote engine's upstream",
+                            ["model", "upstream"])
+UPSTREAM_ERRORS = Counter("inference_upstream_errors", "Upstream failures (unreachable, 5xx, 429, mid-stream)",
+                          ["model", "upstream"])
+UPSTREAM_TTFT = Histogram("inference_upstream_time_to_first_token_seconds", "Request sent to first text, per upstream",
+                          ["model", "upstream"], buckets=_TTFT_BUCKETS)
+UPSTREAM_UP = Gauge("inference_upstream_up", "1 when the upstream is in rotation, 0 during its back-off",
+                    ["model", "upstream"])
+UPSTREAM_IN_FLIGHT = Gauge("inference_upstream_in_flight", "Requests open at the upstream", ["model", "upstream"])

@@ -16,13 +16,14 @@ from .config import InferenceSettings
 from .engine import Engine
 from .errors import ModelUnavailable
 from .loader import LoadedModel
+from .remote import RemoteEngine
 
 logger = logging.getLogger(__name__)
 
 
 class ModelPool:
     def __init__(self) -> None:
-        self._engines: dict[str, Engine] = {}
+        self._engines: dict[str, Engine | RemoteEngine] = {}
         self._specs: dict[str, ModelSpec] = {}
         self._failures: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -48,14 +49,21 @@ class ModelPool:
     def is_loaded(self, name: str) -> bool:
         return name in self._engines
 
+    def loaded(self, name: str) -> Engine | RemoteEngine | None:
+        return self._engines.get(name)
+
+    def is_loading(self, name: str) -> bool:
+        lock = self._locks.get(name)
+        return name not in self._engines and lock is not None and lock.locked()
+
     def failure(self, name: str) -> str | None:
         """Why the last load of ``name`` failed, if it did."""
         return self._failures.get(name)
 
-    def engines(self) -> list[Engine]:
+    def engines(self) -> list[Engine | RemoteEngine]:
         return list(self._engines.values())
 
-    def get(self, spec: ModelSpec) -> Engine:
+    def get(self, spec: ModelSpec) -> Engine | RemoteEngine:
         """Return the engine for ``spec``, loading it on first use (blocking).
 
         Raises ``ModelUnavailable`` when the weights are absent or the load fails; the
@@ -75,6 +83,11 @@ class ModelPool:
                 del self._engines[spec.name]
             if spec.name in self._failures and self._specs.get(spec.name) == spec:
                 raise ModelUnavailable(spec.name, self._failures[spec.name])
+            if spec.is_remote:
+                self._specs[spec.name] = spec
+                remote = RemoteEngine(spec)
+                self._engines[spec.name] = remote
+                return remote
             settings = self.settings
             reason = unavailable_reason(spec, settings.allow_downloads)
             if reason is not None:
@@ -99,7 +112,7 @@ class ModelPool:
             self._engines[spec.name] = engine
             return engine
 
-    async def aget(self, spec: ModelSpec) -> Engine:
+    async def aget(self, spec: ModelSpec) -> Engine | RemoteEngine:
         """``get`` without blocking the event loop while a model loads."""
         engine = self._engines.get(spec.name)
         if engine is not None and self._specs.get(spec.name) == spec:
@@ -134,7 +147,7 @@ class ModelPool:
 
 
 def _same_weights(a: ModelSpec, b: ModelSpec) -> bool:
-    return a.source == b.source and a.precision == b.precision
+    return a.source == b.source and a.precision == b.precision and not a.is_remote
 
 
 pool = ModelPool()

@@ -33,7 +33,10 @@ event, and the stream ends without `[DONE]`."""
 def _ops_paths() -> dict[str, Schema]:
     tag = "Operations"
     status = obj({"status": {"type": "string"}, "model": nullable({"type": "string"}),
-                  "reason": nullable({"type": "string"})}, ("status",))
+                  "reason": nullable({"type": "string"}),
+                  "models": {"type": "object", "additionalProperties": {"type": "string"},
+                             "description": "Each enabled entry's state (as in `/ai/models/search`)."}},
+                 ("status",))
     return {
         "/healthz": {"get": operation("healthz", tag, "Liveness", ok(status, "The process serves"), security=PUBLIC)},
         "/readyz": {"get": operation("readyz", tag, "Readiness", {

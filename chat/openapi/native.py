@@ -55,6 +55,9 @@ def schemas() -> dict[str, Schema]:
                                       "tokens) and `precision`."},
         "available": {"type": "boolean"},
         "unavailable_reason": nullable({"type": "string"}),
+        "state": {"type": "string", "description": "`loaded`, `loading`, `not loaded`, `unavailable: <why>`, or a "
+                                                   "remote entry's upstreams (`remote: 2/2 upstreams up`, "
+                                                   "`unreachable (...)`)."},
         "default": {"type": "boolean", "description": "The catalog's default model."},
     }, ("id", "name", "description", "task", "properties", "available"))
     return {

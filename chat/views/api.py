@@ -12,7 +12,7 @@ from django.http.response import HttpResponseBase
 from inference import GenerationFailed, RequestStream, ToolCallParser, parse_tool_calls
 
 from ..auth import Principal
-from ..catalog import resolve_entry, unavailable
+from ..catalog import resolve_entry, state, unavailable
 from ..errors import INTERNAL, ApiError, envelope, invalid, success_response
 from ..generation import submit
 from ..messages import Structure
@@ -116,6 +116,7 @@ async def models_search(request: HttpRequest, account_id: str | None = None) -> 
             ],
             "available": reason is None,
             "unavailable_reason": reason,
+            "state": state(entry),
             "default": entry.is_default,
         })
     info = {"page": page, "per_page": per_page, "count": len(result), "total_count": total}

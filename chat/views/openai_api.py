@@ -16,10 +16,12 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from inference import (
+    Engine,
     Finished,
     GenerationFailed,
     InferenceError,
     ParsedDelta,
+    RemoteEngine,
     RequestStream,
     TokenLogprob,
     ToolCallParser,
@@ -202,7 +204,7 @@ async def tokenize(request: HttpRequest, *, principal: Principal) -> HttpRespons
         data = read_json_body(request)
         entry = await resolve_entry(model_name(data))
         prompt, messages = parse_tokenize_body(data)
-        engine = await get_engine(entry)
+        engine = await local_engine(entry)
         ids = await asyncio.to_thread(engine.encode, prompt=prompt, messages=messages, raw=prompt is not None)
     except (ApiError, InferenceError, OpenAIError) as exc:
         return to_openai(exc).response()
@@ -216,7 +218,7 @@ async def detokenize(request: HttpRequest, *, principal: Principal) -> HttpRespo
         data = read_json_body(request)
         entry = await resolve_entry(model_name(data))
         tokens = list(parse_token_ids(data.get("tokens"), "tokens", max_items=MAX_DETOKENIZE))
-        engine = await get_engine(entry)
+        engine = await local_engine(entry)
         try:
             text = await asyncio.to_thread(engine.decode, tokens)
         except ValueError as exc:
@@ -224,6 +226,13 @@ async def detokenize(request: HttpRequest, *, principal: Principal) -> HttpRespo
     except (ApiError, InferenceError, OpenAIError) as exc:
         return to_openai(exc).response()
     return JsonResponse({"prompt": text}, json_dumps_params={"ensure_ascii": False})
+
+
+async def local_engine(entry: CatalogEntry) -> Engine:
+    engine = await get_engine(entry)
+    if isinstance(engine, RemoteEngine):
+        raise OpenAIError(400, f"{entry.name} is served by a remote server: ask it for its tokens", param="model")
+    return engine
 
 
 async def _serve(request: HttpRequest, principal: Principal, shape: type[_Shape]) -> HttpResponseBase:

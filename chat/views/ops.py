@@ -12,7 +12,7 @@ from django.views import defaults
 from inference import pool
 
 from ..auth import BearerTokenAuthentication
-from ..catalog import default_model_name
+from ..catalog import default_model_name, entry_states
 from ..errors import AUTHENTICATION, NO_ROUTE, ApiError, authentication_error
 from .door import Envelope, api_view, error_response, internal_error
 
@@ -31,7 +31,7 @@ async def readyz(request: HttpRequest) -> HttpResponse:
     """200 once the default model is loaded, 503 before (or when it cannot load)."""
     name = await sync_to_async(default_model_name)()
     if name and pool.is_loaded(name):
-        return JsonResponse({"status": "ready", "model": name})
+        return JsonResponse({"status": "ready", "model": name, "models": await sync_to_async(entry_states)()})
     if not name:
         reason: str | None = "no default model in the catalog"
     else:  # the failure's text (exception, paths) is in the server log, not for anonymous probes

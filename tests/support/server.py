@@ -69,11 +69,12 @@ def migrated_env(tmp: Path, extra_env: dict[str, str] | None = None) -> dict[str
     return env
 
 
-def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: float = 180) -> LiveServer:
+def start_server(tmp: Path, extra_env: dict[str, str] | None = None, timeout: float = 180,
+                 port: int | None = None, log_name: str = "server.log") -> LiveServer:
     """Start a server and wait until ``/readyz`` says its default model is loaded."""
     env = migrated_env(tmp, extra_env)
-    port = free_port()
-    log_path = tmp / "server.log"
+    port = port or free_port()
+    log_path = tmp / log_name
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", "waiproject.serve", "--port", str(port)],
