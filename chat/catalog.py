@@ -60,6 +60,8 @@ def state(entry: CatalogEntry) -> str:
         return "loaded"
     if pool.is_loading(entry.name):
         return "loading"
+    if pool.was_unloaded(entry.name):
+        return "unloaded (idle; loads on the next request)"
     reason = unavailable(entry)
     return f"unavailable: {reason}" if reason else ("remote" if entry.source.startswith("openai:") else "not loaded")
 

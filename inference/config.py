@@ -26,6 +26,8 @@ class InferenceSettings:
     model_cache_dir: Path = Path.home() / ".cache" / "wai-models"
     allow_downloads: bool = False
     num_threads: int = 0  # 0: leave torch's default
+    keep_alive: int = 1800  # seconds a local model stays loaded while idle (Ollama's keep_alive); -1: forever
+    max_loaded_models: int = 0  # local models loaded at once (the least recently used idle one goes); 0: no cap
 
     def __post_init__(self) -> None:
         for name, (ok, rule) in _RULES.items():
@@ -75,6 +77,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kv_cache_tokens": (lambda v: v >= 256, "an integer >= 256"),
     "block_size": (lambda v: 1 <= v <= 256, "an integer from 1 to 256"),
     "num_threads": (lambda v: v >= 0, "an integer >= 0"),
+    "keep_alive": (lambda v: v == -1 or v >= 1, "seconds >= 1, or -1 (never unload)"),
+    "max_loaded_models": (lambda v: v >= 0, "an integer >= 0"),
 }
 
 

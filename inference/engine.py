@@ -25,7 +25,7 @@ from . import host, memory, metrics
 from .block_manager import BlockManager
 from .catalog import ModelSpec
 from .config import InferenceSettings
-from .errors import ContextWindowExceeded
+from .errors import ContextWindowExceeded, ModelUnavailable
 from .guided import GrammarCompiler, Guide
 from .loader import LoadedModel
 from .output_processor import RequestState
@@ -81,6 +81,7 @@ class Engine:
         self._wakeup = threading.Condition(self._lock)
         self._aborts: set[str] = set()
         self._stopping = False
+        self.last_used = time.monotonic()  # the pool unloads engines idle past INFERENCE_KEEP_ALIVE
         self._gauges = (
             metrics.REQUESTS_RUNNING.labels(self.name),
             metrics.REQUESTS_WAITING.labels(self.name),
@@ -132,8 +133,15 @@ class Engine:
             self._load_error = exc
             return
         finally:
+            self.last_used = time.monotonic()  # idle from when it is ready, not from when loading began
             self._ready.set()
         self._loop()
+        # unloaded (keep-alive, shutdown): let the weights and the KV cache go, and their pages
+        del self.runner, self.loaded
+        import gc
+
+        gc.collect()
+        memory.release()
 
     # public API (event-loop side) ------------------------------------------------
     def encode(self, *, prompt: str | None = None, messages: list[dict[str, str]] | None = None,
@@ -174,7 +182,10 @@ class Engine:
         matcher = self.grammars.matcher(params.guide) if params.guide is not None else None
         state = RequestState(seq, stream, self.tokenizer, self.loaded.device, self.loaded.eos_token_ids, matcher)
         with self._wakeup:
+            if self._stopping:
+                raise ModelUnavailable(self.name, "the model is being unloaded; retry")
             self.scheduler.add(seq)  # may raise QueueFull
+            self.last_used = time.monotonic()
             self._states[seq.request_id] = state
             self._wakeup.notify()
         return stream
@@ -185,6 +196,13 @@ class Engine:
             if request_id in self._states:
                 self._aborts.add(request_id)
                 self._wakeup.notify()
+
+    def idle_for(self) -> float:
+        """Seconds since the engine last had work (0 while it has some)."""
+        with self._lock:
+            if self._states or self.scheduler.has_unfinished():
+                return 0.0
+            return time.monotonic() - self.last_used
 
     @property
     def num_running(self) -> int:
@@ -251,6 +269,7 @@ class Engine:
             metrics.PREEMPTIONS.labels(self.name).inc(len(out.preempted))
         if out.is_empty:
             return
+        self.last_used = time.monotonic()
         started = time.perf_counter()
         try:
             rows, logits = self.runner.execute(out)

@@ -3,7 +3,7 @@
 import { api, conversationUrl } from "./api.js";
 import { autosize, fillPrompt, readNumber, updateComposer } from "./composer.js";
 import { codePoints, h, icon, statusText } from "./dom.js";
-import { defaultModel, markSystemPrompt, responseFormat, selectModel } from "./models.js";
+import { defaultModel, markSelectedLoaded, markSystemPrompt, responseFormat, selectedModelLoads, selectModel } from "./models.js";
 import { scrollToBottom } from "./scroll.js";
 import { closeSidebarOnMobile, highlightActive, removeConversation, upsertConversation } from "./sidebar.js";
 import { els, finePointer, isCurrent, state } from "./state.js";
@@ -139,7 +139,17 @@ export async function send() {
       upsertConversation(created);
     }
     const conversationId = state.current.id;
-    const result = await api("POST", conversationUrl(conversationId) + "/messages", messagePayload(content, format));
+    const loading = selectedModelLoads() ? h("div", { class: "msg-status notice", role: "status",
+      "data-testid": "model-loading",
+      text: "Loading " + els.model.value + "… the first answer takes a few seconds longer." }) : null;
+    if (loading) els.thread.appendChild(loading);
+    let result;
+    try {
+      result = await api("POST", conversationUrl(conversationId) + "/messages", messagePayload(content, format));
+    } finally {
+      if (loading) loading.remove();
+    }
+    markSelectedLoaded();
     if (!isCurrent(conversationId)) return; // navigated away meanwhile
     userView.el.classList.remove("pending");
     userView.update(result.user_message);

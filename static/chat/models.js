@@ -61,7 +61,8 @@ function showModelInfo() {
   const out = propertyOf(model, "sequence_length_limit");
   els.model.title = model.description || model.name;
   els.limits.textContent = (context ? formatNumber(context) + " tokens of context" : "") +
-    (out ? " · up to " + formatNumber(out) + " tokens per answer" : "");
+    (out ? " · up to " + formatNumber(out) + " tokens per answer" : "") +
+    (model.state && model.state !== "loaded" ? " · " + model.state : "");
   if (out) els.maxTokens.max = out;
   els.hintModel.textContent = shortName(model.name) + (context ? " · " + formatNumber(context) + "-token context" : "");
 }
@@ -146,4 +147,16 @@ export function responseFormat() {
     throw new Error("The JSON Schema is not a JSON object.");
   }
   return { type: "json_schema", json_schema: schema };
+}
+
+/* The selected model is not in memory yet: its first answer waits for it to load. */
+export function selectedModelLoads() {
+  const model = state.models.find(function (m) { return m.name === els.model.value; });
+  return !!model && model.available && !!model.state && /^(not loaded|loading|unloaded)/.test(model.state);
+}
+
+export function markSelectedLoaded() {
+  const model = state.models.find(function (m) { return m.name === els.model.value; });
+  if (model && selectedModelLoads()) model.state = "loaded";
+  showModelInfo();
 }

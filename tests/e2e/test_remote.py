@@ -202,3 +202,34 @@ def test_llama_server_as_the_upstream(gateway: LiveServer, llama_server: str) ->
     with OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.token(), max_retries=0, timeout=120) as client:
         assert client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hi"}],
                                               max_tokens=8).choices[0].message.content
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_an_idle_local_model_is_unloaded_and_loads_again_on_demand(tmp_path: Path) -> None:
+    server = start_server(tmp_path, {"INFERENCE_KEEP_ALIVE": "3"})
+    try:
+        unloads = server.log().count("unloaded ")
+        assert run(server, MODEL, prompt="Hi", max_tokens=4).status_code == 200
+        loaded = rss_mb(server.proc.pid)
+        deadline = time.monotonic() + 30
+        while server.log().count("unloaded ") == unloads and time.monotonic() < deadline:
+            time.sleep(0.5)
+        unloaded = rss_mb(server.proc.pid)
+        while unloaded > loaded - 300 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            unloaded = rss_mb(server.proc.pid)
+        assert unloaded < loaded - 300, (loaded, unloaded, server.log()[-3000:])  # weights and KV cache gone
+        state = httpx.get(f"{server.url}/ai/models/search", timeout=10).json()["result"]
+        assert next(m for m in state if m["name"] == MODEL)["state"].startswith("unloaded")
+        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200  # it loads on demand
+        r = run(server, MODEL, prompt="Hi again", max_tokens=4)
+        assert r.status_code == 200 and r.json()["result"]["response"]
+        assert rss_mb(server.proc.pid) > unloaded + 300
+    finally:
+        stop_server(server)
