@@ -5,6 +5,7 @@ Plain helpers (SSE, clients, server start/stop) live in ``tests/support``.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +28,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for name in FIXTURE_MARKS.keys() & set(getattr(item, "fixturenames", ())):
             for mark in FIXTURE_MARKS[name]:
                 item.add_marker(mark)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engines_stay_loaded() -> Iterator[None]:
+    """The session's engines are shared by tests far apart in time: none is unloaded for being
+    idle (INFERENCE_KEEP_ALIVE has its own test, on a server of its own)."""
+    from django.conf import settings
+
+    with override_settings(INFERENCE=dataclasses.replace(settings.INFERENCE, keep_alive=-1)):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
