@@ -233,3 +233,35 @@ def test_an_idle_local_model_is_unloaded_and_loads_again_on_demand(tmp_path: Pat
         assert rss_mb(server.proc.pid) > unloaded + 300
     finally:
         stop_server(server)
+
+
+@pytest.mark.browser
+def test_a_chat_page_turn_through_the_gateway(gateway: LiveServer) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from tests.browser.conftest import CHROMIUM_ARGS, chromium_path, login
+
+    if not os.path.exists(chromium_path()):
+        pytest.skip("Chromium not found")
+    gateway.manage("shell", "-c", "from django.contrib.auth import get_user_model; U = get_user_model(); "
+                                  "u = U.objects.filter(username='carol').first() or U(username='carol'); "
+                                  "u.set_password('carol-pass-5150'); u.save()")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            login(page, gateway.url, "carol", "carol-pass-5150")
+            page.wait_for_selector(f"[data-testid=model-select] option[value='{REMOTE}']", state="attached")
+            page.select_option("[data-testid=model-select]", REMOTE)
+            page.fill("[data-testid=prompt]", "Say hello in one short sentence.")
+            page.press("[data-testid=prompt]", "Enter")
+            answer = page.locator("[data-testid=message][data-role=assistant]").last
+            sync_api.expect(answer).to_have_attribute("data-state", "done", timeout=120_000)
+            assert answer.locator("[data-testid=message-content]").inner_text().strip()
+            page.reload()  # saved at the gateway like any answer
+            sync_api.expect(page.locator("[data-testid=message][data-role=assistant]").last).to_have_attribute(
+                "data-state", "done")
+            assert errors == []
+        finally:
+            browser.close()
