@@ -76,7 +76,7 @@ class RemoteEngine:
         self.model = spec.upstream_model or spec.name
         self.upstreams = [Upstream(u.rstrip("/")) for u in (spec.source_ref, *spec.upstreams)]
         self._api_key = os.environ.get(spec.api_key_env, "") if spec.api_key_env else ""
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT))
+        self._client: httpx.AsyncClient | None = None  # made on first use, on the caller's event loop
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
 
@@ -115,7 +115,7 @@ class RemoteEngine:
     def _client_for_loop(self) -> httpx.AsyncClient:
         """httpx clients belong to one event loop (tests run several)."""
         loop = asyncio.get_running_loop()
-        if self._client_loop is not loop:
+        if self._client is None or self._client_loop is not loop:
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT))
             self._client_loop = loop
         return self._client

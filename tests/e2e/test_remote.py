@@ -214,6 +214,12 @@ def rss_mb(pid: int) -> float:
 def test_an_idle_local_model_is_unloaded_and_loads_again_on_demand(tmp_path: Path) -> None:
     server = start_server(tmp_path, {"INFERENCE_KEEP_ALIVE": "3"})
     try:
+        def wait_unloads(count: int) -> None:
+            deadline = time.monotonic() + 30
+            while server.log().count("unloaded ") < count and time.monotonic() < deadline:
+                time.sleep(0.2)
+
+        wait_unloads(1)  # the model preloaded at start goes idle first
         unloads = server.log().count("unloaded ")
         assert run(server, MODEL, prompt="Hi", max_tokens=4).status_code == 200
         loaded = rss_mb(server.proc.pid)
