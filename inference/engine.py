@@ -11,6 +11,7 @@ sampling fails fails alone.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
@@ -138,8 +139,6 @@ class Engine:
         self._loop()
         # unloaded (keep-alive, shutdown): let the weights and the KV cache go, and their pages
         del self.runner, self.loaded
-        import gc
-
         gc.collect()
         memory.release()
 

@@ -170,10 +170,16 @@ class RemoteEngine:
                 r = await client.post(f"{upstream.root}/tokenize", json=body, headers=self._headers(), timeout=10)
             except httpx.HTTPError:
                 continue
-            if r.status_code == 200 and isinstance(r.json().get("count"), int):
+            try:
+                count = r.json().get("count") if r.status_code == 200 else None
+            except (ValueError, AttributeError):
+                count = None
+            if isinstance(count, int):
                 upstream.has_tokenize = True
-                return int(r.json()["count"])
-            if r.status_code in (404, 405):
+                return count
+            if r.status_code < 500 and r.status_code != 429:
+                # not this shape of /tokenize (llama-server's takes "content"; others have none):
+                # never asked again, rather than one wasted round trip per request
                 upstream.has_tokenize = False
         return None
 
