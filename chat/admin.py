@@ -101,8 +101,9 @@ class UsageRecordAdmin(admin.ModelAdmin):
 class MessageInline(admin.TabularInline):
     model = Message
     extra = 0
-    fields = ("role", "state", "content", "completion_tokens", "in_context", "created_at")
+    fields = ("role", "parent", "state", "content", "completion_tokens", "in_context", "created_at")
     readonly_fields = ("created_at",)
+    raw_id_fields = ("parent",)
 
 
 @admin.register(Conversation)
@@ -110,6 +111,7 @@ class ConversationAdmin(admin.ModelAdmin):
     list_display = ("title", "owner", "model", "created_at", "updated_at")
     list_filter = ("model",)
     search_fields = ("title", "owner__username", "messages__content")
+    raw_id_fields = ("owner", "current_leaf")  # not a menu of every message there is
     inlines = [MessageInline]
 
 
@@ -118,6 +120,7 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = ("conversation", "role", "state", "short", "completion_tokens", "created_at")
     list_filter = ("role", "state")
     search_fields = ("content", "conversation__title")
+    raw_id_fields = ("conversation", "parent", "token")
 
     @admin.display(description="content")
     def short(self, obj: Message) -> str:

@@ -161,11 +161,15 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=200)
     system_prompt = models.TextField(blank=True)
+    # Messages form a tree (regenerated answers and edited questions are siblings); the page
+    # shows, and the next turn continues, the path from the root to this message.
+    current_leaf = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", help_text="The last message of the branch shown")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["-updated_at"]
+        ordering = ["-updated_at", "-id"]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
@@ -183,6 +187,8 @@ class Message(models.Model):
         ERROR = "error"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children",
+                               help_text="The message this one follows (none for a conversation's first)")
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.DONE)

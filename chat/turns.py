@@ -44,6 +44,7 @@ from .errors import INVALID_INPUT, ApiError, from_inference, invalid
 from .generation import submit_remote
 from .limits import generation_slot
 from .models import CatalogEntry, Conversation, Message
+from .tree import Tree, dialogue
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +59,6 @@ class Turn:
     assistant_message: Message
 
 
-def _history(conversation: Conversation, before: int | None = None) -> list[Message]:
-    """Messages that are part of the dialogue (answers that failed or are empty are not);
-    with ``before``, those older than that message."""
-    rows = conversation.messages.order_by("created_at", "id")
-    if before is not None:
-        rows = rows.filter(pk__lt=before)
-    return [
-        m for m in rows
-        if m.role == Message.Role.USER or (m.content and m.state in (Message.State.DONE, Message.State.STOPPED))
-    ]
-
-
 def _sampling(data: dict[str, Any]) -> SamplingParams:
     """The settings saved with an answer (``dataclasses.asdict``), back as ``SamplingParams``."""
     known = {f.name for f in dataclasses.fields(SamplingParams)}
@@ -81,18 +70,57 @@ def _sampling(data: dict[str, Any]) -> SamplingParams:
     return SamplingParams(**values)
 
 
+class _AfterLeaf:
+    """The default place of a new question: after the branch the conversation shows."""
+
+
+AFTER_LEAF = _AfterLeaf()
+
+
 async def start_turn(conversation: Conversation, entry: CatalogEntry, content: str, params: SamplingParams,
-                     user: Any, token: Any = None, system_prompt: str | None = None) -> Turn:
-    """Run one chat turn; raises ``ApiError`` (409 busy, 413 context, 429 queue, 503…)
-    before anything is saved. ``system_prompt``, when given, replaces the conversation's.
-    One turn at a time is the database's rule (a unique constraint on streaming answers),
-    so two posts racing through different workers cannot both start."""
+                     user: Any, token: Any = None, system_prompt: str | None = None,
+                     parent_id: int | None | _AfterLeaf = AFTER_LEAF) -> Turn:
+    """Ask ``content`` after ``parent_id`` (an answer of this conversation; ``None`` starts a
+    new first question, the sibling of the old one: an edit). Raises ``ApiError`` (409 busy,
+    413 context, 429 queue, 503…) before anything is saved. ``system_prompt``, when given,
+    replaces the conversation's. One turn at a time is the database's rule (a unique
+    constraint on streaming answers), so two posts racing through different workers cannot
+    both start."""
     await resume_orphans(conversation.pk)
+    tree = await sync_to_async(Tree.of)(conversation)
+    if isinstance(parent_id, _AfterLeaf):
+        after = tree.leaf(conversation)
+    else:
+        after = parent_id
+        if after is not None and (after not in tree.messages or tree.messages[after].role != Message.Role.ASSISTANT):
+            raise invalid("'parent_id' must be an answer of this conversation, or null for a first question")
+    return await _start(conversation, entry, params, user, token, system_prompt, tree.path(after), content, after)
+
+
+async def regenerate(conversation: Conversation, entry: CatalogEntry, answer_id: int, params: SamplingParams,
+                     user: Any, token: Any = None, system_prompt: str | None = None) -> Turn:
+    """A new answer to the question ``answer_id`` answered, kept beside it as an alternative;
+    the conversation then shows the new one."""
+    await resume_orphans(conversation.pk)
+    tree = await sync_to_async(Tree.of)(conversation)
+    answer = tree.messages.get(answer_id)
+    if answer is None or answer.role != Message.Role.ASSISTANT or answer.parent_id is None:
+        raise ApiError(404, 7000, "Message not found")
+    return await _start(conversation, entry, params, user, token, system_prompt, tree.path(answer.parent_id),
+                        None, answer.parent_id)
+
+
+async def _start(conversation: Conversation, entry: CatalogEntry, params: SamplingParams, user: Any, token: Any,
+                 system_prompt: str | None, path: list[Message], content: str | None, parent: int | None) -> Turn:
+    """Generate an answer to ``path`` (ending with the question) or, with ``content``, to a
+    new question saved after ``parent``."""
     if system_prompt is not None:
         conversation.system_prompt = system_prompt
     engine = await get_engine(entry)
-    previous = await sync_to_async(_history)(conversation)
-    history = [{"role": m.role, "content": m.content} for m in previous] + [{"role": "user", "content": content}]
+    previous = dialogue(path)
+    history = [{"role": m.role, "content": m.content} for m in previous]
+    if content is not None:
+        history.append({"role": "user", "content": content})
     budget = entry.context_length - params.max_tokens
     if budget <= 0:
         raise invalid(f"'max_tokens' must leave room for input in the context window ({entry.context_length})")
@@ -118,21 +146,26 @@ async def start_turn(conversation: Conversation, entry: CatalogEntry, content: s
             dropped = [m.pk for m in previous[: fitted.first_included]]
             Message.objects.filter(pk__in=kept).update(in_context=True)
             Message.objects.filter(pk__in=dropped).update(in_context=False)
-            user_msg = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+            if content is not None or parent is None:
+                question = Message.objects.create(conversation=conversation, parent_id=parent,
+                                                  role=Message.Role.USER, content=content or "")
+            else:
+                question = Message.objects.get(pk=parent, conversation=conversation)
             reply = Message.objects.create(
-                conversation=conversation, role=Message.Role.ASSISTANT, state=Message.State.STREAMING,
-                prompt_tokens=len(fitted.token_ids), model=entry.name, sampling=dataclasses.asdict(params),
-                token=token, **leases.held(),
+                conversation=conversation, parent=question, role=Message.Role.ASSISTANT,
+                state=Message.State.STREAMING, prompt_tokens=len(fitted.token_ids), model=entry.name,
+                sampling=dataclasses.asdict(params), token=token, **leases.held(),
             )
-            fields = ["updated_at", "system_prompt"]
-            if not conversation.title:
+            conversation.current_leaf = reply
+            fields = ["updated_at", "system_prompt", "current_leaf"]
+            if not conversation.title and content is not None:
                 conversation.title = " ".join(content.split())[:60]
                 fields.append("title")
             if conversation.model != entry.name:
                 conversation.model = entry.name
                 fields.append("model")
             conversation.save(update_fields=fields)
-            return Turn(user_msg, reply)
+            return Turn(question, reply)
 
     try:
         turn = await sync_to_async(save)()
@@ -165,13 +198,15 @@ class Resumption(Generation):
         engine = await get_engine(entry)
         if isinstance(engine, RemoteEngine):  # an upstream cannot continue a partial answer: it ends here
             return None
-        previous = await sync_to_async(_history)(conversation, before=message.pk)
+        tree = await sync_to_async(Tree.of)(conversation)
+        previous = dialogue(tree.path(message.parent_id))
         history = [{"role": m.role, "content": m.content} for m in previous]
         budget = entry.context_length - params.max_tokens
         fitted = await asyncio.to_thread(engine.fit_history, conversation.system_prompt, history, budget)
         partial = await asyncio.to_thread(_continuation_ids, engine, message.content)
         self.prior_tokens = len(partial)
-        rest = dataclasses.replace(params, max_tokens=max(params.max_tokens - len(partial), 1))
+        rest = dataclasses.replace(params, max_tokens=max(params.max_tokens - len(partial), 1),
+                                   min_tokens=max(params.min_tokens - len(partial), 0))
         logger.info("resuming answer %s after %d tokens", self.message_id, len(partial))
         while not self.stopping and len(partial) < params.max_tokens:
             try:

@@ -14,4 +14,11 @@ urlpatterns = [
          name="message-stream"),
     path("api/conversations/<int:conversation_id>/messages/<int:message_id>/stop", conversations.stop_message,
          name="message-stop"),
+    path("api/conversations/<int:conversation_id>/messages/<int:message_id>/regenerate",
+         conversations.regenerate_message, name="message-regenerate"),
+    path("api/conversations/<int:conversation_id>/messages/<int:message_id>/select", conversations.select_message,
+         name="message-select"),
+    path("api/conversations/<int:conversation_id>/export", conversations.export_conversation,
+         name="conversation-export"),
+    path("api/context", conversations.context_usage, name="context-usage"),
 ]

@@ -152,6 +152,7 @@ def sampling_params(data: dict[str, Any], max_output_tokens: int, default_max_to
     repetition_penalty = _number(data, "repetition_penalty", 1.0, 0.0, 2.0)
     return SamplingParams(
         max_tokens=int(max_tokens or 1),
+        min_tokens=int(_integer(data, "min_tokens", 0, 0, int(max_tokens or 1)) or 0),
         temperature=_number(data, "temperature", default_temperature, 0.0, 5.0),
         top_p=_number(data, "top_p", 1.0, 0.0, 1.0, low_open=True),
         top_k=int(_integer(data, "top_k", 0, 1, 50) or 0),

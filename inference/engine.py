@@ -33,7 +33,7 @@ from .output_processor import RequestState
 from .outputs import Finished, RequestStream, TokenLogprob, Usage
 from .prompts import FittedPrompt, PromptEncoder
 from .runner import ModelRunner
-from .sampling import TokenMasks, sample, top_logprobs
+from .sampling import TokenMasks, forbid_ending, sample, top_logprobs
 from .scheduler import Scheduler, SchedulerOutput
 from .sequence import RequestStatus, SamplingParams, Sequence
 
@@ -280,6 +280,10 @@ class Engine:
                 masking = time.perf_counter()
                 self._masks.apply(logits, matchers)
                 self._guided_mask.inc(time.perf_counter() - masking)
+            too_short = [(i, st.end_ids_list, st.matcher is not None) for i, st in enumerate(states)
+                         if st.seq.num_output_tokens < st.seq.params.min_tokens]
+            if too_short:
+                forbid_ending(logits, too_short)
             tokens = sample(logits, seqs, [st.generator for st in states]) if rows else []
             logprobs = [self._logprobs(logits[i], st.seq, t) if st.seq.params.logprobs is not None
                         and isinstance(t, int) else None for i, (st, t) in enumerate(zip(states, tokens))]

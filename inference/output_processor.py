@@ -34,6 +34,7 @@ class RequestState:
         self.seq = seq
         # tokens that end the answer without being part of it
         self.end_ids = eos_token_ids | frozenset(seq.params.stop_token_ids)
+        self.end_ids_list = sorted(self.end_ids)  # masked while the answer is shorter than min_tokens
         self.matcher = matcher  # llguidance matcher when the output is constrained (inference.guided)
         self.stream = stream
         self.seed = seq.params.seed if seq.params.seed is not None else random.randrange(2**63)
@@ -47,7 +48,11 @@ class RequestState:
         ends it); return the text it completes and the finish, if any."""
         if token in self.end_ids:  # the end-of-sequence token is not part of the answer
             return self._flush()[0], RequestStatus.FINISHED_STOPPED
-        text, hit_stop = self.stops.feed(self.detokenizer.add(token))
+        piece = self.detokenizer.add(token)
+        if self.seq.num_output_tokens < self.seq.params.min_tokens:  # too short to stop: nothing held back
+            text, hit_stop = self.stops.flush() + piece, False
+        else:
+            text, hit_stop = self.stops.feed(piece)
         status = check_finish(self.seq, hit_stop)
         complete = False
         if self.matcher is not None and status is None:

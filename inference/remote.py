@@ -136,6 +136,8 @@ class RemoteEngine:
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.min_tokens:
+            body["min_tokens"] = params.min_tokens  # vLLM's and SGLang's name
         if params.stop:
             body["stop"] = list(params.stop)
         if params.frequency_penalty:

@@ -84,6 +84,22 @@ class TokenMasks:
             logits[index] = logits[index].masked_fill(mask, float("-inf"))
 
 
+@torch.inference_mode()
+def forbid_ending(logits: torch.Tensor, rows: list[tuple[int, list[int], bool]]) -> None:
+    """``min_tokens``: in place on ``logits`` ``[N, V]``, each ``(i, end_ids, guided)`` row gets
+    -inf for its end-of-sequence and stop token ids, so it cannot end yet. A guided row whose
+    grammar allows nothing else (it is complete) keeps them: the grammar has the last word."""
+    for i, end_ids, guided in rows:
+        if not end_ids:
+            continue
+        index = torch.tensor(end_ids, device=logits.device)
+        row = logits[i]  # [V], a view
+        saved = row[index].clone() if guided else None
+        row.index_fill_(0, index, float("-inf"))
+        if saved is not None and not bool(torch.isfinite(row).any()):
+            row[index] = saved
+
+
 def top_logprobs(logits: torch.Tensor, token: int, k: int) -> tuple[float, list[tuple[int, float]]]:
     """The log-probability of ``token`` under ``logits`` ``[V]`` and the ``k`` likeliest tokens."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)

@@ -25,6 +25,7 @@ class SamplingParams:
     """
 
     max_tokens: int = 256
+    min_tokens: int = 0  # vLLM's: end-of-sequence and stop token ids and stop strings cannot end it sooner
     temperature: float = 0.6
     top_p: float = 1.0
     top_k: int = 0  # 0: no top-k
@@ -44,6 +45,10 @@ class SamplingParams:
 
         if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise InvalidSamplingParams("max_tokens", "must be an integer >= 1")
+        if not isinstance(self.min_tokens, int) or self.min_tokens < 0:
+            raise InvalidSamplingParams("min_tokens", "must be an integer >= 0")
+        if self.min_tokens > self.max_tokens:  # a resumed answer has fewer tokens left: all must come
+            object.__setattr__(self, "min_tokens", self.max_tokens)
         finite("temperature", self.temperature, 0.0, 5.0)
         if 0 < self.temperature < 1e-3:  # dividing logits by it overflows: treat as greedy
             object.__setattr__(self, "temperature", 0.0)

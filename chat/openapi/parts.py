@@ -79,6 +79,11 @@ def sampling(default_temperature: float) -> dict[str, Schema]:
         "stop_token_ids": {"type": "array", "maxItems": 64, "items": {"type": "integer", "minimum": 0,
                                                                        "maximum": 2**31 - 1},
                            "description": "Token ids that end the answer like end-of-sequence (vLLM's field)."},
+        "min_tokens": {"type": "integer", "minimum": 0, "default": 0,
+                       "description": "At least this many tokens before the answer may end: end-of-sequence and "
+                                      "`stop_token_ids` are masked and `stop` strings ignored until then (vLLM's "
+                                      "field; at most `max_tokens`). A constrained answer still ends when its "
+                                      "grammar is complete."},
     }
 
 

@@ -8,6 +8,11 @@ export function updateComposer() {
   els.stop.disabled = !streaming || state.stream.stopping;
   els.send.disabled = state.sending || !els.prompt.value.trim();
   els.composer.classList.toggle("is-busy", streaming || state.sending);
+  const busy = streaming || state.sending;
+  if (busy !== state.busy) { // regenerate, edit and alternatives wait for the answer being written
+    state.busy = busy;
+    state.views.forEach(function (view) { view.setBusy(busy); });
+  }
 }
 
 /* Grow with the text up to 240px (style properties set from script are allowed by the CSP). */

@@ -1,6 +1,7 @@
 /* Conversations: open one (its URL is /c/<id>), start a new one, delete one, and send a message
  * (the first message of a new chat creates the conversation). */
-import { api, conversationUrl } from "./api.js";
+import { api, conversationUrl, hintFor } from "./api.js";
+import { scheduleContextCount } from "./context.js";
 import { autosize, fillPrompt, readNumber, updateComposer } from "./composer.js";
 import { codePoints, h, icon, statusText } from "./dom.js";
 import { defaultModel, markSelectedLoaded, markSystemPrompt, responseFormat, selectedModelLoads, selectModel } from "./models.js";
@@ -26,6 +27,7 @@ function setCurrent(conv, history) {
     window.history[method]({ id: state.activeId }, "", path);
   }
   setTitle(conv ? conv.title : "");
+  els.exportBtn.hidden = !conv;
   if (conv) {
     els.systemPrompt.value = conv.system_prompt || "";
     selectModel(conv.model);
@@ -56,6 +58,16 @@ export async function openConversation(id, history) {
     return;
   }
   if (token !== state.loadToken) return; // a later click won
+  showConversation(conv, history);
+  focusPrompt();
+}
+
+/* Render the branch `conv` shows; with `anchor` ({from: a view shown now, to: a message id}), the
+ * message `to` takes the place on the screen that `from` had, instead of scrolling to the end
+ * (paging through alternatives above the last turn). */
+function showConversation(conv, history, anchor) {
+  const before = anchor && anchor.from;
+  const top = before && before.el.isConnected ? before.el.getBoundingClientRect().top : null;
   clearThread();
   setCurrent(conv, history);
   let last = null;
@@ -64,10 +76,103 @@ export async function openConversation(id, history) {
     if (m.role === "assistant") last = view;
   });
   updateEmpty();
-  scrollToBottom();
-  requestAnimationFrame(scrollToBottom);
+  const after = anchor && state.views.get(anchor.to);
+  if (after && top !== null) {
+    els.scroller.scrollTop += after.el.getBoundingClientRect().top - top;
+  } else {
+    scrollToBottom();
+    requestAnimationFrame(scrollToBottom);
+  }
   if (last && last.state === "streaming") attach(last, codePoints(last.content));
-  focusPrompt();
+  scheduleContextCount();
+}
+
+/* Show the branch through message `id` (one of the alternatives of `view`). */
+export async function selectAlternative(view, id) {
+  if (!state.current || state.busy) return;
+  const conversationId = state.current.id;
+  const wasPrev = document.activeElement === view.altNav.prev;
+  try {
+    const conv = await api("POST", conversationUrl(conversationId) + "/messages/" + id + "/select");
+    if (!isCurrent(conversationId)) return;
+    showConversation(conv, null, { from: view, to: id });
+    const shown = state.views.get(id);
+    if (shown && !shown.altNav.el.hidden) { // keyboard users keep their place
+      const nav = shown.altNav;
+      const target = wasPrev ? (nav.prev.disabled ? nav.next : nav.prev) : (nav.next.disabled ? nav.prev : nav.next);
+      target.focus({ preventScroll: true });
+    }
+  } catch (err) {
+    view.showStatus("error", "Could not show that version: " + err.message);
+  }
+}
+
+/* A new answer to the question `view` answered; the old one stays as an alternative. */
+export async function regenerate(view) {
+  if (!state.current || state.busy || !view.id) return;
+  await startBranch(view, "/messages/" + view.id + "/regenerate", settingsPayload(null));
+}
+
+/* The edited text of user message `view`, sent as a new branch after the same answer. */
+export async function saveEdit(view) {
+  const content = view.editing ? view.editing.value : "";
+  if (!content.trim() || !state.current || state.busy) return;
+  const payload = settingsPayload(null);
+  payload.content = content;
+  payload.parent_id = view.parentId === undefined ? null : view.parentId;
+  const ok = await startBranch(view, "/messages", payload);
+  if (ok) state.editing = null;
+}
+
+export function startEdit(view) {
+  if (state.editing && state.editing !== view) state.editing.endEdit();
+  state.editing = view;
+  view.startEdit();
+}
+
+export function cancelEdit(view) {
+  view.endEdit();
+  if (state.editing === view) state.editing = null;
+  view.editBtn.focus();
+}
+
+/* Post a turn that starts a new branch, then show that branch and follow its answer. */
+async function startBranch(view, path, payload) {
+  const conversationId = state.current.id;
+  state.sending = true;
+  updateComposer();
+  let result;
+  try {
+    result = await api("POST", conversationUrl(conversationId) + path, payload);
+  } catch (err) {
+    if (view.role === "assistant") view.showStatus("error", "Could not regenerate: " + err.message, hintFor(err));
+    else showEditError(view, err);
+    return false;
+  } finally {
+    state.sending = false;
+    updateComposer();
+  }
+  if (!isCurrent(conversationId)) return true;
+  upsertConversation(result.conversation);
+  const conv = await api("GET", conversationUrl(conversationId));
+  if (!isCurrent(conversationId)) return true;
+  showConversation(conv, null);
+  return true;
+}
+
+function showEditError(view, err) {
+  const old = view.body.querySelector(".edit-error");
+  if (old) old.remove();
+  view.editForm.appendChild(h("div", { class: "msg-status msg-status-error edit-error", role: "alert",
+    "data-testid": "message-error" }, icon("alert", 16), statusText("Not sent: " + err.message, hintFor(err))));
+}
+
+/* Send the text of a refused message again. */
+export function resend(view) {
+  const content = view.content;
+  view.el.remove();
+  fillPrompt(content);
+  send();
 }
 
 export function newChat(history) {
@@ -81,6 +186,7 @@ export function newChat(history) {
   updateEmpty();
   closeSidebarOnMobile();
   focusPrompt();
+  scheduleContextCount(0);
 }
 
 export async function deleteConversation(id) {
@@ -96,14 +202,24 @@ export async function deleteConversation(id) {
   if (isCurrent(id)) newChat("push");
 }
 
-/* The message body for the box's text and the settings filled in. */
-function messagePayload(content, format) {
-  const payload = { content: content, model: els.model.value || undefined, system_prompt: els.systemPrompt.value };
+/* The settings filled in, for a turn (the JSON output setting when `format` is given). */
+function settingsPayload(format) {
+  const payload = { model: els.model.value || undefined, system_prompt: els.systemPrompt.value };
+  if (format === null) {
+    try { format = responseFormat(); } catch (e) { format = undefined; }
+  }
   if (format) payload.response_format = format;
   const maxTokens = readNumber(els.maxTokens, function (v) { return parseInt(v, 10); });
   const temperature = readNumber(els.temperature, parseFloat);
   if (maxTokens !== undefined) payload.max_tokens = maxTokens;
   if (temperature !== undefined) payload.temperature = temperature;
+  return payload;
+}
+
+/* The message body for the box's text and the settings filled in. */
+function messagePayload(content, format) {
+  const payload = settingsPayload(format || undefined);
+  payload.content = content;
   return payload;
 }
 

@@ -30,6 +30,12 @@ const ICONS = {
   bot: "M6 8h12M6 12h8M6 16h5",
   trash: "M4 7h16M10 11v6M14 11v6M6 7l1 12a2 2 0 0 0 2 2h6a2 2 0 0 0 2-2l1-12M9 7V4h6v3",
   alert: "M12 8v5M12 16.5v.5M10.3 3.9L2.4 18a2 2 0 0 0 1.7 3h15.8a2 2 0 0 0 1.7-3L13.7 3.9a2 2 0 0 0-3.4 0z",
+  regenerate: "M20 11a8 8 0 1 0-2.3 5.7M20 5v6h-6",
+  edit: "M12 20h8M16.5 3.5a2.1 2.1 0 0 1 3 3L7 19l-4 1 1-4z",
+  prev: "M15 6l-6 6 6 6",
+  next: "M9 6l6 6-6 6",
+  rename: "M4 20h4L19 9l-4-4L4 16zM13.5 6.5l4 4",
+  download: "M12 4v11M7 10l5 5 5-5M5 20h14",
 };
 
 export function icon(name, size) {

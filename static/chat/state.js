@@ -13,7 +13,9 @@ export const els = {
   jsonSchemaError: $("json-schema-error"),
   scroller: $("messages"), thread: $("thread"), empty: $("empty-state"), suggestions: $("suggestions"),
   jump: $("jump"), composer: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"),
-  hintModel: $("hint-model"),
+  hintModel: $("hint-model"), contextMeter: $("context-meter"), contextCount: $("context-count"),
+  contextDrop: $("context-drop"), search: $("conv-search"), convMore: $("conv-more"), exportBtn: $("export-btn"),
+  exportMenu: $("export-menu"), exportMarkdown: $("export-markdown"), exportJson: $("export-json"),
 };
 
 export const state = {
@@ -26,6 +28,10 @@ export const state = {
   stick: true, // autoscroll while the reader is at the bottom
   loadToken: 0,
   activeId: null, // the conversation shown (or being opened) in the sidebar
+  busy: false, // an answer is being sent or written: branch actions wait
+  editing: null, // the user message view being edited
+  query: "", // the sidebar's search
+  cursor: null, // the next page of the sidebar (null: no more)
 };
 
 export const mobile = window.matchMedia("(max-width: 768px)");

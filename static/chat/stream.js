@@ -1,8 +1,10 @@
 /* Following an answer while it is written: attach to its SSE stream (from a character offset, so a
  * reload resumes without gaps or repeats), recover when the stream is refused, and stop it. */
+import { announceAnswer } from "./announce.js";
 import { api, conversationUrl, followStream } from "./api.js";
 import { updateComposer } from "./composer.js";
 import { codePoints } from "./dom.js";
+import { scheduleContextCount } from "./context.js";
 import { refreshConversations } from "./sidebar.js";
 import { isCurrent, state } from "./state.js";
 
@@ -26,6 +28,7 @@ export function attach(view, offset, attempt) {
     stream.source.close();
     if (state.stream === stream) state.stream = null;
     updateComposer();
+    scheduleContextCount(); // the answer is part of the next prompt now
   };
   stream.source = followStream(view.streamUrl + (offset ? "?offset=" + offset : ""), {
     event(data) {
@@ -35,17 +38,19 @@ export function attach(view, offset, attempt) {
         finish();
         view.setStats(usage.completion_tokens, data.time_to_first_token_ms, data.tokens_per_second, usage.prompt_tokens);
         view.setState(data.state);
+        announceAnswer(view, data.error);
         refreshConversations();
       }
     },
     done() {
       finish();
-      if (view.state === "streaming") view.setState("done");
+      if (view.state === "streaming") { view.setState("done"); announceAnswer(view); }
       refreshConversations();
     },
     failed(message) {
       finish();
       view.setState("error", message);
+      announceAnswer(view, message);
     },
     lost() { // refused (e.g. 404): ask the API what happened
       finish();
@@ -64,6 +69,7 @@ async function recoverStream(view, conversationId, attempt) {
     const msg = (conv.messages || []).find(function (m) { return m.id === view.id; });
     if (!msg) return;
     view.update(msg);
+    if (msg.state !== "streaming") announceAnswer(view, msg.error);
     if (msg.state === "streaming" && attempt < MAX_RETRIES) {
       setTimeout(function () {
         if (isCurrent(conversationId)) attach(view, codePoints(view.content), attempt + 1);

@@ -11,6 +11,7 @@ export function clearThread() {
 
 export function addView(msg) {
   const view = new MessageView(msg);
+  view.setBusy(state.busy);
   if (view.id) state.views.set(view.id, view);
   els.thread.appendChild(view.el);
   updateEmpty();

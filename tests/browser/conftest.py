@@ -94,14 +94,15 @@ def sessions(browser: Any, live_server_proc: LiveServer, users: dict[str, str]) 
 
 @pytest.fixture
 def open_tab(browser: Any, live_server_proc: LiveServer, sessions: dict[str, Any]) -> Iterator[Callable[..., Tab]]:
-    """``open_tab(user="alice", width=1280, height=800, color_scheme="light")``; ``user=None``
-    opens a signed-out tab."""
+    """``open_tab(user="alice", width=1280, height=800, color_scheme="light", bypass_csp=False)``;
+    ``user=None`` opens a signed-out tab; ``bypass_csp=True`` lets a test inject scripts (axe-core)."""
     contexts = []
 
-    def open_(user: str | None = "alice", width: int = 1280, height: int = 800, color_scheme: str = "light") -> Tab:
+    def open_(user: str | None = "alice", width: int = 1280, height: int = 800, color_scheme: str = "light",
+              bypass_csp: bool = False) -> Tab:
         context = browser.new_context(
             viewport={"width": width, "height": height}, color_scheme=color_scheme,
-            storage_state=sessions[user] if user else None,
+            storage_state=sessions[user] if user else None, bypass_csp=bypass_csp,
         )
         context.set_default_timeout(30_000)
         contexts.append(context)

@@ -125,11 +125,12 @@ async def test_a_long_conversation_sends_only_what_fits_and_marks_the_rest(clien
     await CatalogEntry.objects.filter(name=MODEL).aupdate(context_length=160)
     cid = await new_conversation(client, system_prompt="You are a pirate named Zed.")
     conversation = await Conversation.objects.aget(pk=cid)
+    parent = None
     for i in range(6):  # an old dialogue, each turn ~25 tokens
-        await Message.objects.acreate(conversation=conversation, role="user",
-                                      content=f"Question {i}: tell me about ships number {i}.")
-        await Message.objects.acreate(conversation=conversation, role="assistant",
-                                      content=f"Answer {i}: ship {i} sails the sea.")
+        question = await Message.objects.acreate(conversation=conversation, role="user", parent=parent,
+                                                 content=f"Question {i}: tell me about ships number {i}.")
+        parent = await Message.objects.acreate(conversation=conversation, role="assistant", parent=question,
+                                               content=f"Answer {i}: ship {i} sails the sea.")
     r = await send(client, cid, "What is your name?", max_tokens=32, temperature=0)
     assert r.status_code == 201, r.content
     result = r.json()["result"]
@@ -152,8 +153,8 @@ async def test_a_long_conversation_sends_only_what_fits_and_marks_the_rest(clien
 async def test_an_answer_orphaned_by_a_restart_is_finished_not_left_streaming(client) -> None:  # type: ignore[no-untyped-def]
     cid = await new_conversation(client)
     conversation = await Conversation.objects.aget(pk=cid)
-    await Message.objects.acreate(conversation=conversation, role="user", content="hello")
-    orphan = await Message.objects.acreate(conversation=conversation, role="assistant", content="Hal",
+    hello = await Message.objects.acreate(conversation=conversation, role="user", content="hello")
+    orphan = await Message.objects.acreate(conversation=conversation, role="assistant", content="Hal", parent=hello,
                                            state=Message.State.STREAMING)  # no process generates it
     events = await read_sse(await client.get(f"/api/conversations/{cid}/messages/{orphan.pk}/stream"))
     assert events[0].json()["response"] == "Hal"

@@ -39,11 +39,12 @@ async def orphan(content: str = PARTIAL, max_tokens: int = 40, **fields: Any) ->
     lease not run out yet."""
     owner = await get_user_model().objects.aget(username="alice")
     conversation = await Conversation.objects.acreate(owner=owner, model=MODEL)
-    await Message.objects.acreate(conversation=conversation, role="user",
-                                  content="Write a long story about a lighthouse keeper.")
+    question = await Message.objects.acreate(conversation=conversation, role="user",
+                                             content="Write a long story about a lighthouse keeper.")
     values = {"worker": ended_worker(), "lease_expires": timezone.now() + leases.LEASE, **fields}
     return await Message.objects.acreate(
-        conversation=conversation, role="assistant", content=content, state=Message.State.STREAMING, model=MODEL,
+        conversation=conversation, parent=question, role="assistant", content=content,
+        state=Message.State.STREAMING, model=MODEL,
         sampling=dataclasses.asdict(SamplingParams(max_tokens=max_tokens, temperature=0)), **values)
 
 

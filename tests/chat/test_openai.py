@@ -48,6 +48,15 @@ async def test_a_cut_off_answer_finishes_with_length(client, field) -> None:  # 
     assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 3
 
 
+
+async def test_min_tokens_keeps_a_short_answer_going(client) -> None:  # type: ignore[no-untyped-def]
+    ask = chat_body("Say hello.", temperature=0, max_tokens=80)
+    natural = (await post_json(client, CHAT_URL, ask)).json()
+    assert natural["choices"][0]["finish_reason"] == "stop", "use a prompt the model answers briefly"
+    n = natural["usage"]["completion_tokens"] + 20
+    longer = (await post_json(client, CHAT_URL, {**ask, "min_tokens": n})).json()
+    assert longer["usage"]["completion_tokens"] >= n
+
 async def test_text_content_parts_and_developer_role_are_understood(client) -> None:  # type: ignore[no-untyped-def]
     plain = {"model": MODEL, "max_tokens": 6, "temperature": 0,
              "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}]}

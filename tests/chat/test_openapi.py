@@ -97,6 +97,8 @@ def test_the_reference_page_shows_every_operation_without_inline_script_or_style
         assert f'<code class="path">{path}</code>' in html
     for name in document["components"]["schemas"]:
         assert f'id="schema-{name}"' in html
-    assert "<script" not in html and "style=" not in html and "<style" not in html
+    # one script, served from static (the stored light/dark choice, applied before first paint)
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/theme-init.js">']
+    assert "style=" not in html and "<style" not in html
     assert "default-src 'self'" in response["Content-Security-Policy"]
     assert "/static/docs.css" in html and "http://" not in html and "https://" not in html

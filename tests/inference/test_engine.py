@@ -208,3 +208,20 @@ async def test_when_kv_memory_runs_out_requests_are_preempted_and_still_answer_e
         assert engine.block_manager.usage == 0
     finally:
         engine.shutdown()
+
+
+async def test_min_tokens_keeps_an_answer_going_past_its_natural_end(engine) -> None:  # type: ignore[no-untyped-def]
+    prompt = ids(engine, "Say hello.")
+    short = engine.submit(prompt, SamplingParams(max_tokens=120, temperature=0))
+    natural = await short.text()
+    assert short.finished.finish_reason == "stop", "use a prompt the model answers briefly"
+    n = short.finished.usage.completion_tokens + 30
+    stream = engine.submit(prompt, SamplingParams(max_tokens=120, min_tokens=n, temperature=0))
+    longer = await stream.text()
+    assert stream.finished.usage.completion_tokens >= n
+    assert longer.startswith(natural) and len(longer) > len(natural)
+    # a stop string the answer reaches early does not end it before min_tokens either
+    word = natural.split()[0]
+    cut = engine.submit(prompt, SamplingParams(max_tokens=120, min_tokens=n, temperature=0, stop=(word,)))
+    await cut.text()
+    assert cut.finished.usage.completion_tokens >= n

@@ -46,3 +46,24 @@ def test_values_that_underflow_are_read_at_their_limit() -> None:
     logits = torch.randn(1, 50)
     first = sampling.sample(logits, [seq(p)], [None])
     assert first == sampling.sample(logits, [seq(p)], [None]) and isinstance(first[0], int)  # greedy, finite
+
+
+def test_forbid_ending_masks_only_the_rows_that_are_too_short() -> None:
+    logits = torch.zeros(3, 10)
+    logits[:, 2] = 5.0  # token 2: end-of-sequence, the likeliest everywhere
+    sampling.forbid_ending(logits, [(0, [2, 7], False)])
+    assert logits[0, 2] == float("-inf") and logits[0, 7] == float("-inf")
+    assert torch.isfinite(logits[1:]).all()
+    assert sampling.sample(logits, [seq(SamplingParams(temperature=0))] * 3, [None] * 3)[1:] == [2, 2]
+    # a complete grammar allows only the end: that row keeps it
+    guided = torch.full((1, 10), float("-inf"))
+    guided[0, 2] = 0.0
+    sampling.forbid_ending(guided, [(0, [2], True)])
+    assert guided[0, 2] == 0.0
+
+
+def test_min_tokens_is_checked_and_never_above_max_tokens() -> None:
+    with pytest.raises(InvalidSamplingParams) as exc:
+        SamplingParams(min_tokens=-1)
+    assert exc.value.field == "min_tokens"
+    assert SamplingParams(max_tokens=5, min_tokens=9).min_tokens == 5
