@@ -40,27 +40,44 @@ from .sequence import RequestStatus, SamplingParams, Sequence
 logger = logging.getLogger(__name__)
 GIL_SWITCH_INTERVAL = 0.0005  # seconds; see Engine.__init__
 MEMORY_RELEASE_INTERVAL = 10.0  # seconds between malloc_trim calls while the engine works
+CHUNK_STEP_FACTOR = 2.2  # a step with a prompt chunk beside decodes: at most this times a decode-only step
+MAX_CHUNK_BESIDE_DECODES = 512.0  # prompt tokens
 
 
 class _StepTimer:
-    """Running estimates of what a step costs, to size prompt chunks next to decodes:
-    a chunk should take about as long as the decode step it joins, so the running
-    streams' inter-token latency stays within about twice its idle value."""
+    """Sizes the prompt chunk computed beside running decodes, so that the streams'
+    inter-token latency stays within about ``CHUNK_STEP_FACTOR`` times its idle value.
+
+    A step's cost is not proportional to its prompt tokens: any chunk moves the linear
+    layers from the weight-only kernels (a few rows) to dense GEMM (a fixed cost), and a
+    chunk deep into a long prompt attends to all of it (a cost per token that grows with
+    the depth). So the chunk is steered by feedback instead of a cost model: after each
+    step with decodes and a chunk, it shrinks when the step ran over the target time and
+    grows when it ran well under, from one token (the prompt always advances) up."""
 
     def __init__(self) -> None:
-        self.decode_step = 0.02  # seconds for a step of decodes only
-        self.per_prompt_token = 0.002  # seconds per prompt token
+        self.decode_step = 0.02  # seconds for a step of decodes only (running average)
+        self.chunk = 16.0  # prompt tokens beside decodes
+        self._budget = 16  # what the latest schedule() was offered
 
     def observe(self, out: SchedulerOutput, seconds: float) -> None:
-        num_prompt = sum(s.num_tokens for s in out.scheduled if s.num_tokens > 1)
+        # a chunk is a prompt's tokens (however few); a decode row is one token past the prompt
+        chunks = [s for s in out.scheduled if s.num_tokens > 1 or s.start < s.seq.num_prompt_tokens]
+        num_prompt = sum(s.num_tokens for s in chunks)
         if num_prompt == 0:
             self.decode_step = 0.8 * self.decode_step + 0.2 * seconds
-        elif num_prompt >= 16:
-            per_token = max(seconds - self.decode_step * (len(out.scheduled) > 1), 1e-5) / num_prompt
-            self.per_prompt_token = 0.8 * self.per_prompt_token + 0.2 * per_token
+            return
+        if len(chunks) == len(out.scheduled):
+            return  # prompts alone run at full size (prefill_chunk_tokens)
+        target = CHUNK_STEP_FACTOR * self.decode_step
+        if seconds > target:
+            self.chunk = max(1.0, min(self.chunk, num_prompt) * max(0.5, target / seconds))
+        elif seconds < 0.8 * target and num_prompt >= self._budget:  # the budget, not the prompt, was the limit
+            self.chunk = min(MAX_CHUNK_BESIDE_DECODES, self.chunk * 1.25 + 1)
 
     def prefill_budget(self) -> int:
-        return max(16, int(self.decode_step / self.per_prompt_token))
+        self._budget = max(1, int(self.chunk))
+        return self._budget
 
 
 class Engine:

@@ -9,6 +9,7 @@ import asyncio
 import base64
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -19,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
 
-from inference import ContextWindowExceeded, InvalidGrammar, RemoteEngine, SamplingParams
+from inference import ContextWindowExceeded, InvalidGrammar, RemoteEngine, SamplingParams, pool
 
 from .. import turns
 from ..auth import Principal
@@ -115,7 +116,9 @@ def _after_cursor(raw: str) -> Q:
         when, pk = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().split("|")
         updated = datetime.fromisoformat(when)
         key = int(pk)
-    except (ValueError, UnicodeDecodeError):
+        if updated.tzinfo is None or not 0 < key < 2**63:
+            raise ValueError(raw)
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise invalid("'cursor' is not one this server gave") from None
     return Q(updated_at__lt=updated) | Q(updated_at=updated, pk__lt=key)
 
@@ -203,13 +206,17 @@ async def conversation_detail(request: HttpRequest, conversation_id: int, *, pri
         return success_response(await _with_branch(c))
     if request.method == "PATCH":
         data = read_json_body(request)
+        fields = ["updated_at"]  # only what changed: a turn may be saving its branch meanwhile
         if "title" in data:
             c.title = " ".join(_text(data, "title", max_length=200).split())
+            fields.append("title")
         if "system_prompt" in data:
             c.system_prompt = _text(data, "system_prompt", max_length=20_000)
+            fields.append("system_prompt")
         if data.get("model"):
             c.model = (await resolve_entry(_text(data, "model"))).name
-        await c.asave()
+            fields.append("model")
+        await c.asave(update_fields=fields)
         return success_response(conversation_json(c))
     async for m in c.messages.filter(state=Message.State.STREAMING):
         await turns.stop(m)
@@ -294,6 +301,8 @@ async def select_message(request: HttpRequest, conversation_id: int, message_id:
     tree = await sync_to_async(Tree.of)(c)
     if message_id not in tree.messages:
         raise ApiError(404, 7000, "Message not found")
+    if any(m.state == Message.State.STREAMING for m in tree.messages.values()):
+        raise ApiError(409, 5004, "An answer is still streaming in this conversation; stop it first")
     c.current_leaf_id = tree.newest_leaf_under(message_id)
     await c.asave(update_fields=["current_leaf"])
     return success_response(await _with_branch(c))
@@ -307,7 +316,8 @@ async def export_conversation(request: HttpRequest, conversation_id: int, *, pri
     if kind not in ("markdown", "md", "json"):
         raise invalid("'format' must be markdown or json")
     _, path = await _branch(c)
-    name = slugify(c.title)[:60] or f"conversation-{c.pk}"
+    name = slugify(c.title)[:60] or f"conversation-{c.pk}"  # ASCII, for every client
+    utf8_name = quote(slugify(c.title, allow_unicode=True)[:60] or name)
     if kind == "json":
         body = conversation_json(c)
         body["exported_at"] = timezone.now().isoformat()
@@ -317,7 +327,7 @@ async def export_conversation(request: HttpRequest, conversation_id: int, *, pri
             "created_at": m.created_at.isoformat(),
         } for m in path]
         response: HttpResponse = JsonResponse(body, json_dumps_params={"ensure_ascii": False, "indent": 2})
-        response["Content-Disposition"] = f'attachment; filename="{name}.json"'
+        response["Content-Disposition"] = f"attachment; filename=\"{name}.json\"; filename*=UTF-8''{utf8_name}.json"
         return response
     lines = [f"# {c.title or 'New chat'}", "", f"- Model: {c.model}", f"- Exported: {timezone.now().isoformat()}", ""]
     if c.system_prompt:
@@ -328,9 +338,12 @@ async def export_conversation(request: HttpRequest, conversation_id: int, *, pri
             heading += " (stopped)"
         elif m.state == Message.State.ERROR:
             heading += " (failed)"
-        lines += [f"## {heading}", "", m.content or m.error, ""]
+        text = m.content
+        if m.state == Message.State.ERROR and m.error:
+            text = f"{text}\n\n_(Failed: {m.error})_" if text else f"_(Failed: {m.error})_"
+        lines += [f"## {heading}", "", text, ""]
     response = HttpResponse("\n".join(lines), content_type="text/markdown; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{name}.md"'
+    response["Content-Disposition"] = f"attachment; filename=\"{name}.md\"; filename*=UTF-8''{utf8_name}.md"
     return response
 
 
@@ -352,7 +365,9 @@ async def context_usage(request: HttpRequest, *, principal: Principal) -> HttpRe
         tree, path = await _branch(c)
         parent_id = _parent_id(data)
         if not isinstance(parent_id, turns._AfterLeaf):
-            path = tree.path(parent_id) if parent_id in tree.messages else []
+            if parent_id is not None and parent_id not in tree.messages:
+                raise invalid("'parent_id' must be a message of this conversation, or null")
+            path = tree.path(parent_id)
     model = _text(data, "model") or (c.model if c else "")
     entry = await resolve_entry(model) if model else await default_entry()
     if entry is None:
@@ -371,7 +386,13 @@ async def context_usage(request: HttpRequest, *, principal: Principal) -> HttpRe
     budget = max(entry.context_length - reserve, 1)
     result: dict[str, Any] = {"context_length": entry.context_length, "max_tokens": reserve,
                               "model": entry.name}
-    engine = await get_engine(entry)
+    # a meter shown while typing never loads a model: before the model is loaded, an estimate
+    engine = pool.loaded(entry.name) or (await get_engine(entry) if entry.source.startswith("openai:") else None)
+    if engine is None:
+        system_chars = len(system_prompt)
+        tokens = (system_chars + sum(len(m["content"]) for m in history)) // 4 + 4 * len(history)
+        return success_response({**result, "tokens": tokens, "estimated": True, "fits": tokens <= budget,
+                                 "dropped_ids": []})
     if isinstance(engine, RemoteEngine):  # the upstream sees the whole conversation
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         counted = await engine.count_tokens(None, system + history, False)

@@ -18,9 +18,10 @@ export function conversationUrl(id) {
 }
 
 /* One call; resolves with the envelope's `result`, rejects with an ApiError. A 401 (the session
- * ended) sends the browser to the sign-in page. */
-export async function api(method, url, body) {
+ * ended) sends the browser to the sign-in page. `signal` (an AbortSignal) cancels it. */
+export async function api(method, url, body, signal) {
   const options = { method: method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+  if (signal) options.signal = signal;
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
@@ -30,6 +31,7 @@ export async function api(method, url, body) {
   try {
     response = await fetch(url, options);
   } catch (e) {
+    if (signal && signal.aborted) throw new ApiError(0, 0, "cancelled");
     throw new ApiError(0, 0, "The server could not be reached. Check your connection and try again.");
   }
   let data = null;

@@ -8,6 +8,7 @@ import { els, state } from "./state.js";
 
 let timer = null;
 let latest = 0; // the newest count asked for; older answers are ignored
+let inFlight = null; // its AbortController: a newer draft cancels the count of an older one
 
 export function scheduleContextCount(delay) {
   clearTimeout(timer);
@@ -30,12 +31,17 @@ function request() {
 
 async function count() {
   const mine = ++latest;
+  if (inFlight) inFlight.abort();
+  const controller = new AbortController();
+  inFlight = controller;
   let result;
   try {
-    result = await api("POST", "/api/context", request());
+    result = await api("POST", "/api/context", request(), controller.signal);
   } catch (err) {
-    if (mine === latest) show(null);
+    if (mine === latest && !controller.signal.aborted) show(null);
     return;
+  } finally {
+    if (inFlight === controller) inFlight = null;
   }
   if (mine === latest) show(result);
 }

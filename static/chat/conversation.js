@@ -92,9 +92,11 @@ export async function selectAlternative(view, id) {
   if (!state.current || state.busy) return;
   const conversationId = state.current.id;
   const wasPrev = document.activeElement === view.altNav.prev;
+  const token = ++state.selectToken;
   try {
     const conv = await api("POST", conversationUrl(conversationId) + "/messages/" + id + "/select");
-    if (!isCurrent(conversationId)) return;
+    // a later choice, a message sent or another conversation meanwhile: this answer is out of date
+    if (!isCurrent(conversationId) || token !== state.selectToken || state.busy) return;
     showConversation(conv, null, { from: view, to: id });
     const shown = state.views.get(id);
     if (shown && !shown.altNav.el.hidden) { // keyboard users keep their place
@@ -140,24 +142,33 @@ export function cancelEdit(view) {
 async function startBranch(view, path, payload) {
   const conversationId = state.current.id;
   state.sending = true;
+  state.selectToken++; // an alternative being fetched is out of date now
   updateComposer();
-  let result;
   try {
-    result = await api("POST", conversationUrl(conversationId) + path, payload);
-  } catch (err) {
-    if (view.role === "assistant") view.showStatus("error", "Could not regenerate: " + err.message, hintFor(err));
-    else showEditError(view, err);
-    return false;
+    let result;
+    try {
+      result = await api("POST", conversationUrl(conversationId) + path, payload);
+    } catch (err) {
+      if (view.role === "assistant") view.showStatus("error", "Could not regenerate: " + err.message, hintFor(err));
+      else showEditError(view, err);
+      return false;
+    }
+    if (!isCurrent(conversationId)) return true;
+    upsertConversation(result.conversation);
+    let conv;
+    try {
+      conv = await api("GET", conversationUrl(conversationId));
+    } catch (err) { // the turn runs anyway: show it as far as the answers are known
+      conv = null;
+    }
+    if (!isCurrent(conversationId)) return true;
+    if (conv) showConversation(conv, null);
+    focusPrompt(); // the pressed button is gone with the old branch; Escape or Stop from here
+    return true;
   } finally {
-    state.sending = false;
+    state.sending = false; // only now: the new answer's stream is attached, so Send stays disabled
     updateComposer();
   }
-  if (!isCurrent(conversationId)) return true;
-  upsertConversation(result.conversation);
-  const conv = await api("GET", conversationUrl(conversationId));
-  if (!isCurrent(conversationId)) return true;
-  showConversation(conv, null);
-  return true;
 }
 
 function showEditError(view, err) {
@@ -216,10 +227,14 @@ function settingsPayload(format) {
   return payload;
 }
 
-/* The message body for the box's text and the settings filled in. */
+/* The message body for the box's text and the settings filled in. The question follows the last
+ * answer shown (not whatever branch the server last stored: another tab may have moved it). */
 function messagePayload(content, format) {
   const payload = settingsPayload(format || undefined);
   payload.content = content;
+  const shown = Array.from(state.views.values()).filter(function (v) { return v.id && v.el.isConnected; });
+  const last = shown[shown.length - 1];
+  if (last && last.role === "assistant") payload.parent_id = last.id;
   return payload;
 }
 

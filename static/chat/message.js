@@ -74,8 +74,10 @@ export class MessageView {
     if (nav.el.hidden) return;
     nav.index.textContent = (at + 1) + " / " + ids.length;
     nav.index.setAttribute("aria-label", (this.role === "user" ? "Version " : "Answer ") + (at + 1) + " of " + ids.length);
-    nav.prev.disabled = at === 0;
-    nav.next.disabled = at === ids.length - 1;
+    nav.atFirst = at === 0;
+    nav.atLast = at === ids.length - 1;
+    nav.prev.disabled = nav.atFirst || !!this.busy;
+    nav.next.disabled = nav.atLast || !!this.busy;
     nav.prev.dataset.target = at > 0 ? String(ids[at - 1]) : "";
     nav.next.dataset.target = at < ids.length - 1 ? String(ids[at + 1]) : "";
   }
@@ -113,7 +115,9 @@ export class MessageView {
     if (this.regenerateBtn) this.regenerateBtn.disabled = busy;
     if (this.retryBtn) this.retryBtn.disabled = busy;
     if (this.editBtn) this.editBtn.disabled = busy;
-    this.altNav.el.classList.toggle("is-busy", busy);
+    this.busy = busy;
+    this.altNav.prev.disabled = busy || !!this.altNav.atFirst;
+    this.altNav.next.disabled = busy || !!this.altNav.atLast;
   }
 
   /* Marked while the draft is typed: this message will not fit in the next prompt. */

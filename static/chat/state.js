@@ -30,6 +30,7 @@ export const state = {
   activeId: null, // the conversation shown (or being opened) in the sidebar
   busy: false, // an answer is being sent or written: branch actions wait
   editing: null, // the user message view being edited
+  selectToken: 0, // the newest alternative asked for (older answers are dropped)
   query: "", // the sidebar's search
   cursor: null, // the next page of the sidebar (null: no more)
 };

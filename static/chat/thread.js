@@ -6,6 +6,7 @@ import { detachStream } from "./stream.js";
 export function clearThread() {
   detachStream();
   state.views.clear();
+  state.editing = null;
   els.thread.replaceChildren();
 }
 

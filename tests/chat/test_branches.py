@@ -4,6 +4,7 @@ context meter's count."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import json
 from typing import Any
@@ -153,7 +154,14 @@ async def test_bad_branch_requests_are_refused_and_change_nothing(client) -> Non
     assert native_error(r) == (404, 7000)
     r = await client.post(f"/api/conversations/{other}/messages/{answer.pk}/select")
     assert native_error(r) == (404, 7000)
+    r = await post_json(client, "/api/context", {"conversation_id": cid, "content": "x", "parent_id": 10**9})
+    assert native_error(r) == (400, 5004)
     assert await Message.objects.filter(conversation_id=cid).acount() == 2
+    # while an answer streams, the branch shown stays (the answer would vanish from the page)
+    await Message.objects.acreate(conversation=conversation, role="assistant", parent=question,
+                                  state=Message.State.STREAMING)
+    r = await client.post(f"/api/conversations/{cid}/messages/{answer.pk}/select")
+    assert native_error(r) == (409, 5004)
 
 
 async def test_another_users_branches_are_not_found(client) -> None:  # type: ignore[no-untyped-def]
@@ -199,7 +207,10 @@ async def test_search_finds_words_in_titles_and_answers_and_pages_through_everyt
         if cursor is None:
             break
     assert len(seen) == 8 and len(set(seen)) == 8
-    for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "x"}, {"cursor": "garbage"}, {"q": "x" * 201}):
+    huge = base64.urlsafe_b64encode(b"2026-01-01T00:00:00+00:00|99999999999999999999999").decode()
+    naive = base64.urlsafe_b64encode(b"2026-01-01T00:00:00|5").decode()
+    for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "x"}, {"cursor": "garbage"}, {"q": "x" * 201},
+                {"cursor": huge}, {"cursor": naive}):
         assert native_error(await client.get("/api/conversations", bad)) == (400, 5004), bad
 
 
@@ -215,6 +226,7 @@ async def test_export_holds_every_message_of_the_branch_shown(client) -> None:  
     await c.asave()
     r = await client.get(f"/api/conversations/{c.pk}/export", {"format": "json"})
     assert r.status_code == 200 and "attachment" in r["Content-Disposition"] and ".json" in r["Content-Disposition"]
+    assert 'filename="ships-sails.json"' in r["Content-Disposition"]
     data = json.loads(r.content)
     assert [m["content"] for m in data["messages"]] == [q1.content, a1.content, q2.content, a2.content]
     assert data["title"] == "Ships & sails" and data["system_prompt"] == "Be brief."

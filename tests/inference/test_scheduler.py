@@ -163,3 +163,4 @@ def test_a_burst_of_waiting_requests_gets_a_larger_chunk_beside_decodes() -> Non
         sch.add(seq(f"b{i}", 40, first=100 * (i + 1)))
     out = run(sch, budget=16)
     assert sum(r.num_tokens for r in out.scheduled if r.seq.request_id != "a") == 4 * 40
+
