@@ -309,3 +309,54 @@ def test_enter_and_space_work_the_buttons(open_tab: Any, conversation: int) -> N
     page.keyboard.press("Escape")
     expect(page.locator("#settings")).to_be_hidden()
     tab.assert_clean()
+
+
+def test_branch_controls_are_accessible_and_work_from_the_keyboard(open_tab: Any) -> None:
+    """Alternatives, the edit form, the rename box and the export menu, open: axe passes, and
+    paging alternatives with the keyboard keeps the focus on them."""
+    tab = open_tab(bypass_csp=True)
+    page = tab.page
+    page.goto(tab.url("/"))
+    set_max_tokens(tab, 8, temperature=1.0)
+    send(tab, SHORT_PROMPT)
+    wait_finished_answers(page, 1)
+    answer = page.locator("[data-testid=message][data-role=assistant]").last
+    first_id = answer.get_attribute("data-id")
+    answer.locator("[data-testid=regenerate]").click()
+    page.wait_for_function(
+        """(old) => { const a = [...document.querySelectorAll('[data-testid=message][data-role=assistant]')].pop();
+                      return a && a.dataset.id !== old && a.dataset.state === 'done'; }""",
+        arg=first_id, timeout=ANSWER_TIMEOUT * 1000)
+    answer = page.locator("[data-testid=message][data-role=assistant]").last
+    expect(answer.locator("[data-testid=alt-index]")).to_have_text("2 / 2")
+    audit(tab, "an answer with alternatives")
+
+    # keyboard: Tab to "previous version", Enter pages back, the focus stays on the alternatives
+    page.locator("[data-testid=prompt]").focus()
+    for _ in range(60):
+        page.keyboard.press("Shift+Tab")
+        if page.evaluate("() => document.activeElement.dataset.testid") == "alt-prev":
+            break
+    assert page.evaluate("() => document.activeElement.dataset.testid") == "alt-prev"
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-testid=message][data-role=assistant] [data-testid=alt-index]")).to_have_text("1 / 2")
+    assert page.evaluate("() => document.activeElement.dataset.testid") in ("alt-next", "alt-prev")
+
+    question = page.locator("[data-testid=message][data-role=user]").last
+    question.locator("[data-testid=edit]").click()
+    expect(question.locator("[data-testid=edit-input]")).to_be_focused()
+    audit(tab, "the edit form")
+    page.keyboard.press("Escape")
+    expect(question.locator("[data-testid=edit]")).to_be_focused()
+
+    page.click("[data-testid=export]")
+    expect(page.locator("[data-testid=export-markdown]")).to_be_focused()
+    audit(tab, "the export menu")
+    page.keyboard.press("Escape")
+    expect(page.locator("[data-testid=export]")).to_be_focused()
+
+    page.locator("[data-testid=rename]").first.click()
+    expect(page.locator("[data-testid=rename-input]")).to_be_focused()
+    audit(tab, "the rename box")
+    page.keyboard.press("Escape")
+    tab.assert_clean()
