@@ -47,8 +47,8 @@ class SamplingParams:
             raise InvalidSamplingParams("max_tokens", "must be an integer >= 1")
         if not isinstance(self.min_tokens, int) or self.min_tokens < 0:
             raise InvalidSamplingParams("min_tokens", "must be an integer >= 0")
-        if self.min_tokens > self.max_tokens:  # a resumed answer has fewer tokens left: all must come
-            object.__setattr__(self, "min_tokens", self.max_tokens)
+        if self.min_tokens > self.max_tokens:
+            raise InvalidSamplingParams("min_tokens", "must be at most max_tokens")
         finite("temperature", self.temperature, 0.0, 5.0)
         if 0 < self.temperature < 1e-3:  # dividing logits by it overflows: treat as greedy
             object.__setattr__(self, "temperature", 0.0)

@@ -376,8 +376,10 @@ def test_messages_outside_the_models_context_are_marked(open_tab: Any) -> None:
     tab = open_tab()
     page = tab.page
     page.goto(tab.url("/"))
-    cid = next(c["id"] for c in reversed(api_get(tab, "/api/conversations?limit=200"))  # an earlier test's
-               if len(api_get(tab, f"/api/conversations/{c['id']}")["messages"]) >= 2)
+    set_max_tokens(tab, 4)
+    send(tab, "Hi")
+    wait_answer(tab, lambda a: a["state"] != "streaming" and a["id"])
+    cid = conversation_id(tab)
 
     def drop_first_from_context(route: Any) -> None:
         response = route.fetch()

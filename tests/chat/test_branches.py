@@ -3,7 +3,6 @@ the conversation shows one branch and continues it; search, pages, export, renam
 context meter's count."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import importlib
 import json
@@ -18,23 +17,16 @@ from chat.models import CatalogEntry, Conversation, Message
 from tests.support import MODEL
 from tests.support.api import BearerClient, native_error, new_conversation, post_json, send
 
+from .test_conversations import wait_state
+
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-async def finished(message_id: int, timeout: float = 120) -> Message:
-    for _ in range(int(timeout * 10)):
-        m = await Message.objects.aget(pk=message_id)
-        if m.state != Message.State.STREAMING:
-            return m
-        await asyncio.sleep(0.1)
-    raise AssertionError("answer did not finish")
 
 
 async def turn(client: Any, cid: int, content: str, **fields: Any) -> dict[str, Any]:
     r = await send(client, cid, content, max_tokens=fields.pop("max_tokens", 12), **fields)
     assert r.status_code == 201, r.content
     result = r.json()["result"]
-    await finished(result["assistant_message"]["id"])
+    await wait_state(result["assistant_message"]["id"])
     return result
 
 
@@ -43,7 +35,7 @@ async def regenerate(client: Any, cid: int, answer_id: int, **fields: Any) -> di
                         {"max_tokens": 12, "temperature": 1.0, **fields})
     assert r.status_code == 201, r.content
     result = r.json()["result"]
-    await finished(result["assistant_message"]["id"])
+    await wait_state(result["assistant_message"]["id"])
     return result
 
 

@@ -66,4 +66,6 @@ def test_min_tokens_is_checked_and_never_above_max_tokens() -> None:
     with pytest.raises(InvalidSamplingParams) as exc:
         SamplingParams(min_tokens=-1)
     assert exc.value.field == "min_tokens"
-    assert SamplingParams(max_tokens=5, min_tokens=9).min_tokens == 5
+    with pytest.raises(InvalidSamplingParams) as exc:
+        SamplingParams(max_tokens=5, min_tokens=9)
+    assert exc.value.field == "min_tokens"
