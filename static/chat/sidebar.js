@@ -110,7 +110,11 @@ export async function refreshConversations() {
     state.listQuery = query;
     renderSidebar();
   } catch (err) {
-    /* the list stays as it was */
+    if (!query || query !== state.query) return; // the list stays as it was
+    state.conversations = []; // a search that failed says so, rather than showing the old list
+    state.cursor = null;
+    renderSidebar();
+    els.convEmpty.textContent = "Search failed. Edit the search to try again.";
   }
 }
 

@@ -173,14 +173,16 @@ def test_rename_search_and_export(open_tab: Any, tmp_path: Any) -> None:
     # search: a word that is only in the answer finds it; a word nowhere finds nothing
     question_words = {"describe", "the", "ocean", "in", "two", "sentences", "notes"}
     word = next(w for w in re.findall(r"[A-Za-z]{5,}", answer["text"]) if w.lower() not in question_words)
+    searched = 30_000  # ms; the CPU may be shared with other work
     page.fill("[data-testid=search]", word.upper())
+    expect(page.locator(".conv-group").first).to_have_text("Results", timeout=searched)  # the search applied
     expect(page.locator(f"[data-testid=conversation][data-id='{cid}']")).to_be_visible()
     expect(page.locator("[data-testid=search-match]").first).to_contain_text(word, ignore_case=True)
     page.fill("[data-testid=search]", "qqxqqxnotaword")
-    expect(page.locator("[data-testid=conversation]")).to_have_count(0)
-    expect(page.locator("#conv-empty")).to_be_visible()
+    expect(page.locator("[data-testid=conversation]")).to_have_count(0, timeout=searched)
+    expect(page.locator("#conv-empty")).to_have_text(re.compile("No conversations match"))
     page.fill("[data-testid=search]", "")
-    expect(page.locator(f"[data-testid=conversation][data-id='{cid}']")).to_be_visible()
+    expect(page.locator(f"[data-testid=conversation][data-id='{cid}']")).to_be_visible(timeout=searched)
 
     # export: both files hold every message of the conversation shown
     path = api_get(tab, f"/api/conversations/{cid}")["messages"]
