@@ -26,6 +26,7 @@ class InferenceSettings:
     model_cache_dir: Path = Path.home() / ".cache" / "wai-models"
     allow_downloads: bool = False
     num_threads: int = 0  # 0: leave torch's default
+    native_kernels: bool = True  # CPU: build inference/kernels with the C compiler (else torch's ops)
     keep_alive: int = 1800  # seconds a local model stays loaded while idle (Ollama's keep_alive); -1: forever
     max_loaded_models: int = 0  # local models loaded at once (the least recently used idle one goes); 0: no cap
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .kernels import DecodeAttention
 from .quant import CandidateHead, DenseLinear, HybridLinear, make_linear
 
 Linear = DenseLinear | HybridLinear | Any  # Any: a bitsandbytes module on CUDA
@@ -100,6 +101,12 @@ class AttentionBatch:
     decode_lengths: list[int] | None  # ragged: each row's number of keys
     prefills: list[PrefillRow]
     logits_index: torch.Tensor | None  # [R] tokens whose logits are wanted (None: the last row)
+    # with the native decode kernel (LlamaModel.decode_attention) the decode rows read their
+    # keys in place instead: block tables [Nd, B] and key counts [Nd], int32 (the fields
+    # above stay None)
+    decode_tables: torch.Tensor | None = None
+    decode_seq_lens: torch.Tensor | None = None
+    block_size: int = 0
 
 
 @dataclass
@@ -176,6 +183,9 @@ class LlamaModel:
         self.dtype = dtype
         self.device = device
         self.cos, self.sin = self.rope_tables(args, args.max_position_embeddings, dtype, device)
+        # set by the loader where the native CPU kernel is built for this dtype: decode rows
+        # then attend through it (inference/kernels), else through SDPA
+        self.decode_attention: DecodeAttention | None = None
 
     @staticmethod
     def rope_tables(args: LlamaArgs, length: int, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +263,12 @@ class LlamaModel:
             cache_k.index_copy_(0, slots, k)
             cache_v.index_copy_(0, slots, v)
             outs = []
-            if nd:
+            if nd and batch.decode_tables is not None:
+                assert self.decode_attention is not None and batch.decode_seq_lens is not None
+                o = self.decode_attention(q[:nd], cache_k, cache_v, batch.decode_tables, batch.decode_seq_lens,
+                                          batch.block_size, q.new_empty((nd, hq, d)))
+                outs.append(o.view(nd, hq * d))
+            elif nd:
                 # the Hq/Hkv query heads sharing a kv head become rows of one query block
                 qd = q[:nd].reshape(nd, hkv, group, d)  # [Nd, Hkv, G, D]
                 if batch.decode_context is not None:  # one row: views of its runs of slots

@@ -60,14 +60,43 @@ def dense_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.linear(F.pad(x, (0, 0, 0, rows - m)), weight)[:m]
 
 
+def pack_for_onednn(weight: torch.Tensor) -> torch.Tensor | None:
+    """``weight`` (bf16 ``[N, K]`` on a CPU) reordered once into oneDNN's blocked layout, or
+    None where that does not apply. ``F.linear`` reorders the plain weight on every call;
+    the packed one skips that. Measured on 2 AVX512-BF16 cores, microseconds, rows 1 / 16 / 2048:
+    960x576 59 -> 29, 115 -> 67, 5950 -> 5568; 3072x576 190 -> 62, 286 -> 154, 21028 -> 17581;
+    the 49152x576 head at 16 rows 6680 -> 3067. Same numbers bit for bit."""
+    if weight.device.type != "cpu" or weight.dtype != torch.bfloat16:
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight, 16)
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return None
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    """``x @ W.T`` with ``packed`` from ``pack_for_onednn``, rows padded as in ``dense_linear``."""
+    m = x.shape[0]
+    rows = bucket_rows(m)
+    if rows != m:
+        x = F.pad(x, (0, 0, 0, rows - m))
+    out = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    return out if rows == m else out[:m]
+
+
 class DenseLinear:
-    """``x @ W.T`` with a dense weight ``[N, K]`` in the compute dtype."""
+    """``x @ W.T`` with a dense weight ``[N, K]`` in the compute dtype: packed for oneDNN
+    where that applies (``weight`` is then None: the plain copy is dropped)."""
 
     def __init__(self, weight: torch.Tensor) -> None:
-        self.weight = weight
         self.out_features, self.in_features = weight.shape
+        self.packed = pack_for_onednn(weight)
+        self.weight: torch.Tensor | None = None if self.packed is not None else weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # [M, K] -> [M, N]
+        if self.packed is not None:
+            return packed_linear(x, self.packed)
+        assert self.weight is not None
         return dense_linear(x, self.weight)
 
 
@@ -134,14 +163,14 @@ class HybridLinear:
 
     def __init__(self, kernel: Int8Linear | Int4Linear, dense: torch.Tensor, max_kernel_rows: int = 4) -> None:
         self.kernel = kernel
-        self.dense = dense
+        self.dense = DenseLinear(dense)
         self.max_kernel_rows = max_kernel_rows
         self.out_features, self.in_features = dense.shape
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] <= self.max_kernel_rows:
             return self.kernel(x)
-        return dense_linear(x, self.dense)
+        return self.dense(x)
 
 
 class CandidateHead:
@@ -211,7 +240,7 @@ def calibrate(linears: list[HybridLinear], dtype: torch.dtype, max_rows: int = 3
             while rows <= max_rows:
                 x = torch.randn(rows, shape[1]).to(dtype)
                 t_kernel = _time(partial(lin.kernel, x))
-                t_dense = _time(partial(F.linear, x, lin.dense))
+                t_dense = _time(partial(lin.dense, x))
                 if t_kernel >= t_dense:
                     break
                 best = rows

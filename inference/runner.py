@@ -85,8 +85,13 @@ class ModelRunner:
             slot_mapping += self._slots(s.seq.block_table, s.start, s.end)
         dev = self.device
         decode_context = decode_slots = decode_mask = decode_lengths = None
+        decode_tables = decode_seq_lens = None
         width = 0
-        if decodes:
+        if decodes and self.model.decode_attention is not None:
+            nb = -(-max(s.end for s in decodes) // self.block_size)
+            decode_tables = torch.tensor([(s.seq.block_table + [0] * nb)[:nb] for s in decodes], dtype=torch.int32)
+            decode_seq_lens = torch.tensor([s.end for s in decodes], dtype=torch.int32)
+        elif decodes:
             width = max(s.end for s in decodes)
             lengths = [s.end for s in decodes]
             if len(decodes) == 1:
@@ -132,6 +137,9 @@ class ModelRunner:
             decode_lengths=decode_lengths,
             prefills=rows,
             logits_index=logits_index,
+            decode_tables=decode_tables,
+            decode_seq_lens=decode_seq_lens,
+            block_size=self.block_size,
         )
         logits = self.model.forward(torch.tensor(ids, device=dev), batch, self.kv)  # [R, V], R may be 0
         return [ordered[i] for i in finishing], logits
