@@ -20,7 +20,7 @@ from .catalog import ModelSpec, hf_local_snapshot, package_file
 from .config import InferenceSettings, resolve_device
 from .kernels import load_decode_attention
 from .model import LlamaArgs, LlamaModel
-from .quant import HybridLinear, calibrate, cpu_has_native_bf16
+from .quant import CandidateHead, HybridLinear, calibrate, cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
             model.decode_attention = kernel
     hybrids = [lin for lin in model.linears() if isinstance(lin, HybridLinear)]
     if hybrids:
-        calibrate(hybrids, plan.dtype)
+        calibrate(hybrids, plan.dtype, head=model.head if isinstance(model.head, CandidateHead) else None)
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     gen_eos = getattr(config, "eos_token_id", None)
     if isinstance(gen_eos, int):

@@ -179,8 +179,8 @@ class CandidateHead:
     keep their 4-bit logits. One-stream decode reads the head's weights from memory every token
     (28 MB in 8 bits for the built-in model, 14 MB in 4): measured 160 vs 137 tokens/s. A 4-bit
     head alone moved perplexity 6% off float32, since the GGUF's embedding is 8-bit; with the
-    likely tokens exact, argmax and the probable tokens are the 8-bit head's. More rows go
-    through ``exact`` (kernel or dense GEMM, as calibrated)."""
+    likely tokens exact, argmax and the probable tokens are the 8-bit head's. Calls with more
+    than ``max_candidate_rows`` rows go through ``exact`` (kernel or dense GEMM, as calibrated)."""
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype, candidates: int = 64) -> None:
         self.fast = Int4Linear(weight, dtype)
@@ -190,11 +190,15 @@ class CandidateHead:
         self.exact = exact
         self.int8: Int8Linear = exact.kernel
         self.candidates = candidates
+        self.max_candidate_rows = 4
         self.out_features, self.in_features = exact.out_features, exact.in_features
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # [M, K] -> [M, N] float32
-        if x.shape[0] > self.exact.max_kernel_rows:
+        if x.shape[0] > self.max_candidate_rows:
             return self.exact(x).float()
+        return self.candidate_logits(x)
+
+    def candidate_logits(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.fast(x).float()
         top = logits.topk(self.candidates, dim=-1).indices  # [M, C]
         rows = self.int8.qweight[top].float()  # [M, C, K]
@@ -215,7 +219,7 @@ def make_linear(weight: torch.Tensor, kind: str, dtype: torch.dtype) -> DenseLin
     return HybridLinear(kernel, dense)
 
 
-def _time(fn: Callable[[], torch.Tensor], repeats: int = 5) -> float:
+def _time(fn: Callable[[], object], repeats: int = 5) -> float:
     fn()
     best = float("inf")
     for _ in range(repeats):
@@ -225,28 +229,41 @@ def _time(fn: Callable[[], torch.Tensor], repeats: int = 5) -> float:
     return best
 
 
-def calibrate(linears: list[HybridLinear], dtype: torch.dtype, max_rows: int = 32) -> dict[tuple[int, int], int]:
+def _crossover(kernel: Callable[[torch.Tensor], object], dense: Callable[[torch.Tensor], object], in_features: int,
+               dtype: torch.dtype, max_rows: int) -> int:
+    """The most rows (1, 2, 4, ... up to ``max_rows``) for which ``kernel`` beats ``dense``; 0: never."""
+    best, rows = 0, 1
+    while rows <= max_rows:
+        x = torch.randn(rows, in_features).to(dtype)
+        if _time(partial(kernel, x)) >= _time(partial(dense, x)):
+            break
+        best = rows
+        rows *= 2
+    return best
+
+
+def calibrate(linears: list[HybridLinear], dtype: torch.dtype, max_rows: int = 32,
+              head: CandidateHead | None = None) -> dict[tuple[int, int], int]:
     """Measure, for each distinct layer shape, up to how many rows the weight-only kernel
-    beats dense GEMM here, and set ``max_kernel_rows`` accordingly. Returns the choice
-    per ``(out_features, in_features)``."""
+    beats dense GEMM here, and set ``max_kernel_rows`` accordingly; likewise where the
+    candidate ``head`` beats its exact path. Returns the choice per ``(out_features, in_features)``.
+
+    Each shape is timed over all the layers of that shape in turn, as a forward runs them: one
+    layer's weights alone sit in the CPU's cache and flatter dense GEMM, which reads 2-4x the
+    bytes (timed alone, oneDNN's packed 49152x576 head beat the int8 kernel at one row by a
+    hair in some processes and lost by 2x in the forward)."""
     chosen: dict[tuple[int, int], int] = {}
-    by_shape: dict[tuple[int, int], HybridLinear] = {}
+    by_shape: dict[tuple[int, int], list[HybridLinear]] = {}
     for lin in linears:
-        by_shape.setdefault((lin.out_features, lin.in_features), lin)
+        by_shape.setdefault((lin.out_features, lin.in_features), []).append(lin)
     with torch.inference_mode():
-        for shape, lin in by_shape.items():
-            best = 0
-            rows = 1
-            while rows <= max_rows:
-                x = torch.randn(rows, shape[1]).to(dtype)
-                t_kernel = _time(partial(lin.kernel, x))
-                t_dense = _time(partial(lin.dense, x))
-                if t_kernel >= t_dense:
-                    break
-                best = rows
-                rows *= 2
-            chosen[shape] = best
-    for lin in linears:
-        lin.max_kernel_rows = chosen[(lin.out_features, lin.in_features)]
-    logger.info("weight-only kernels used up to rows: %s", chosen)
+        for shape, group in by_shape.items():
+            chosen[shape] = _crossover(lambda x, g=group: [lin.kernel(x) for lin in g],
+                                       lambda x, g=group: [lin.dense(x) for lin in g], shape[1], dtype, max_rows)
+        for lin in linears:
+            lin.max_kernel_rows = chosen[(lin.out_features, lin.in_features)]
+        if head is not None:
+            head.max_candidate_rows = _crossover(head.candidate_logits, head.exact, head.in_features, dtype, max_rows)
+    logger.info("weight-only kernels used up to rows: %s%s", chosen,
+                f"; candidate head up to {head.max_candidate_rows}" if head is not None else "")
     return chosen

@@ -52,6 +52,6 @@ def test_the_candidate_head_gives_the_8_bit_logits_of_each_rows_likely_tokens() 
     assert got.shape == (3, 4096) and got.dtype == torch.float32
     torch.testing.assert_close(got.gather(1, top), exact.gather(1, top))
     assert torch.equal(got.argmax(-1), exact.argmax(-1))  # greedy picks what the 8-bit weights pick
-    many = torch.randn(head.exact.max_kernel_rows + 1, 64).to(torch.bfloat16)
+    many = torch.randn(head.max_candidate_rows + 1, 64).to(torch.bfloat16)
     with torch.inference_mode():  # more rows than the kernels serve: the exact head throughout
         torch.testing.assert_close(head(many), head.exact(many).float())
