@@ -242,6 +242,14 @@ def _crossover(kernel: Callable[[torch.Tensor], object], dense: Callable[[torch.
     return best
 
 
+def _each_kernel(group: list[HybridLinear], x: torch.Tensor) -> list[torch.Tensor]:
+    return [lin.kernel(x) for lin in group]
+
+
+def _each_dense(group: list[HybridLinear], x: torch.Tensor) -> list[torch.Tensor]:
+    return [lin.dense(x) for lin in group]
+
+
 def calibrate(linears: list[HybridLinear], dtype: torch.dtype, max_rows: int = 32,
               head: CandidateHead | None = None) -> dict[tuple[int, int], int]:
     """Measure, for each distinct layer shape, up to how many rows the weight-only kernel
@@ -258,8 +266,8 @@ def calibrate(linears: list[HybridLinear], dtype: torch.dtype, max_rows: int = 3
         by_shape.setdefault((lin.out_features, lin.in_features), []).append(lin)
     with torch.inference_mode():
         for shape, group in by_shape.items():
-            chosen[shape] = _crossover(lambda x, g=group: [lin.kernel(x) for lin in g],
-                                       lambda x, g=group: [lin.dense(x) for lin in g], shape[1], dtype, max_rows)
+            chosen[shape] = _crossover(partial(_each_kernel, group), partial(_each_dense, group), shape[1], dtype,
+                                       max_rows)
         for lin in linears:
             lin.max_kernel_rows = chosen[(lin.out_features, lin.in_features)]
         if head is not None:
