@@ -18,7 +18,7 @@ import torch
 
 from .catalog import ModelSpec, hf_local_snapshot, package_file
 from .config import InferenceSettings, resolve_device
-from .kernels import load_decode_attention
+from .kernels import load_native
 from .model import LlamaArgs, LlamaModel
 from .quant import CandidateHead, HybridLinear, calibrate, cpu_has_native_bf16
 
@@ -203,9 +203,10 @@ def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
                 setattr(layer, name, _bitsandbytes_linear(getattr(layer, name).weight, device))
     del state
     if device == "cpu" and settings.native_kernels:
-        kernel = load_decode_attention(settings.model_cache_dir / "kernels")
-        if kernel is not None and kernel.supports(plan.dtype):
-            model.decode_attention = kernel
+        native = load_native(settings.model_cache_dir / "kernels")
+        if native is not None and native.decode_attention.supports(plan.dtype):
+            model.decode_attention = native.decode_attention
+            model.layer_ops = native.layer_ops
     hybrids = [lin for lin in model.linears() if isinstance(lin, HybridLinear)]
     if hybrids:
         calibrate(hybrids, plan.dtype, head=model.head if isinstance(model.head, CandidateHead) else None)
@@ -216,6 +217,6 @@ def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
     elif isinstance(gen_eos, list):
         eos.update(gen_eos)
     elapsed = time.perf_counter() - started
-    logger.info("loaded %s on %s (%s, quantization=%s, decode attention %s) in %.1fs", spec.name, device,
-                plan.dtype, plan.quantization, "native" if model.decode_attention else "sdpa", elapsed)
+    logger.info("loaded %s on %s (%s, quantization=%s, %s) in %.1fs", spec.name, device,
+                plan.dtype, plan.quantization, "native kernels" if model.layer_ops else "torch ops", elapsed)
     return LoadedModel(model, tokenizer, args, device, plan.dtype, frozenset(eos), plan.quantization, elapsed)

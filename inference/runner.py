@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 # padded 2.8, ragged 2.3; 100-3000 padded 5.5, ragged 4.4.
 RAGGED_PADDING = 1.3
 RAGGED_MIN_CONTEXT = 256
+# A prompt chunk after earlier keys attends in two parts (model._attend_after_past) from this
+# many tokens up, on a CPU; shorter ones use a mask. Measured per layer on 2 cores: 1,973 after
+# 32 masked 71 ms, split 42; 512 after 1,500 19 vs 18; 300 after 500 4.4 vs 4.5; 16 after 2,000
+# 0.8 vs 0.9.
+SPLIT_PAST_MIN_CHUNK = 64
 
 
 class ModelRunner:
@@ -112,10 +117,13 @@ class ModelRunner:
             n = s.num_tokens
             context = self._runs(s.seq.block_table, s.end)
             mask = None
-            if s.start:
+            past = 0
+            if s.start and n >= SPLIT_PAST_MIN_CHUNK and dev == "cpu":
+                past = s.start
+            elif s.start:
                 # query i (position start + i) sees keys at positions <= start + i
                 mask = (torch.arange(s.end)[None, :] <= torch.arange(s.start, s.end)[:, None]).to(dev)
-            rows.append(PrefillRow(cursor, cursor + n, context, mask))
+            rows.append(PrefillRow(cursor, cursor + n, context, mask, past))
             cursor += n
         finishing = [i for i, s in enumerate(ordered) if s.is_last]
         token_index = []

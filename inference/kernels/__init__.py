@@ -1,7 +1,7 @@
 """Native CPU kernels, compiled on this machine the first time they are needed.
 
-``decode_attention.c`` is plain C (no torch headers, so it builds in about a second) and is
-called through ``ctypes`` with the tensors' pointers. It is compiled with ``-march=native``
+``decode_attention.c`` and ``layer_ops.c`` are plain C (no torch headers, so they build in
+about a second) and are called through ``ctypes`` with the tensors' pointers. It is compiled with ``-march=native``
 and cached under ``cache_dir`` by a key of its source, the compiler and this CPU's flags,
 so a cache copied to another machine is rebuilt rather than run. Where there is no
 compiler, or the build fails, ``load_decode_attention`` returns None and the model keeps
@@ -25,17 +25,19 @@ import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("decode_attention.c")
+SOURCES = [Path(__file__).with_name(name) for name in ("decode_attention.c", "layer_ops.c")]
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 _lock = threading.Lock()
-_loaded: dict[Path, DecodeAttention | None] = {}
+_loaded: dict[Path, NativeKernels | None] = {}
 
 
 def _cpu_flags() -> str:
@@ -58,32 +60,31 @@ def _compiler() -> str | None:
 def _build(cache_dir: Path) -> Path | None:
     cc = _compiler()
     if cc is None:
-        logger.info("no C compiler: decode attention stays on torch's SDPA")
+        logger.info("no C compiler: the model runs on torch's ops alone")
         return None
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), version.encode(),
+    sources = [path.read_bytes() for path in SOURCES]
+    key = hashlib.sha256(b"\0".join([*sources, " ".join(FLAGS).encode(), version.encode(),
                                      _cpu_flags().encode(), torch.__version__.encode()])).hexdigest()[:16]
-    target = cache_dir / f"decode_attention-{key}.so"
+    target = cache_dir / f"cpu_kernels-{key}.so"
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".so.tmp")
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
+        done = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True,
                               timeout=120)
         if done.returncode:
-            logger.warning("building the decode attention kernel failed; using torch's SDPA:\n%s",
-                           done.stderr[-2000:])
+            logger.warning("building the native kernels failed; using torch's ops:\n%s", done.stderr[-2000:])
             return None
         os.replace(tmp, target)  # atomic: concurrent builders each leave a whole file
         return target
     except (OSError, subprocess.SubprocessError) as exc:
-        logger.warning("building the decode attention kernel failed (%s); using torch's SDPA", exc)
+        logger.warning("building the native kernels failed (%s); using torch's ops", exc)
         return None
     finally:
         if os.path.exists(tmp):
@@ -130,19 +131,102 @@ class DecodeAttention:
         return out
 
 
-def load_decode_attention(cache_dir: Path) -> DecodeAttention | None:
-    """The kernel built for this machine (once per cache directory and process), or None."""
+def _check(status: int, name: str) -> None:
+    if status:
+        raise RuntimeError(f"native kernel {name} failed (status {status})")
+
+
+def _rows(t: torch.Tensor) -> bool:
+    """Rows may be strided; each row contiguous."""
+    return t.dim() == 2 and t.stride(1) == 1
+
+
+class LayerOps:
+    """A block's small operations in one pass each (see ``layer_ops.c``). Each checks the
+    layout it relies on and raises rather than read out of bounds."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._fns: dict[tuple[str, torch.dtype], Any] = {}
+        signatures = {
+            "add_rms_norm": [_P, _I, _P, _P, _P, _I, _I, ctypes.c_float, ctypes.c_int],
+            "rope_store": [_P, _I, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int],
+            "silu_mul": [_P, _P, _I, _I, ctypes.c_int],
+        }
+        for name, argtypes in signatures.items():
+            for dtype, suffix in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
+                fn = getattr(library, f"{name}_{suffix}")
+                fn.argtypes = argtypes
+                fn.restype = ctypes.c_int
+                self._fns[(name, dtype)] = fn
+
+    def supports(self, dtype: torch.dtype) -> bool:
+        return ("silu_mul", dtype) in self._fns
+
+    def add_rms_norm(self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
+                     eps: float) -> torch.Tensor:
+        """``x += delta`` in place (when given), then RMSNorm of ``x`` ``[T, H]`` times the first
+        ``H`` values of ``weight`` (the model keeps it doubled for torch's path)."""
+        rows, h = x.shape
+        if delta is not None:
+            delta = delta.contiguous()
+        if not _rows(x) or weight.numel() < h or not weight.is_contiguous() or x.dtype != weight.dtype or (
+                delta is not None and (delta.shape != x.shape or delta.dtype != x.dtype)):
+            raise ValueError("add_rms_norm: unexpected layout")
+        out = torch.empty((rows, h), dtype=x.dtype, device=x.device)
+        _check(self._fns[("add_rms_norm", x.dtype)](
+            x.data_ptr(), x.stride(0), None if delta is None else delta.data_ptr(), weight.data_ptr(),
+            out.data_ptr(), rows, h, eps, torch.get_num_threads()), "add_rms_norm")
+        return out
+
+    def rope_store(self, qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   heads: tuple[int, int, int], cache_k: torch.Tensor, cache_v: torch.Tensor,
+                   slots: torch.Tensor) -> None:
+        """Rotate the q and k heads of ``qkv`` ``[T, (Hq + 2 Hkv) D]`` in place by ``positions``
+        and write each row's k and v to its cache slot."""
+        hq, hkv, d = heads
+        rows = qkv.shape[0]
+        if (not qkv.is_contiguous() or qkv.shape[1] != (hq + 2 * hkv) * d or positions.dtype != torch.int64
+                or slots.dtype != torch.int64 or positions.numel() != rows or slots.numel() != rows
+                or not positions.is_contiguous() or not slots.is_contiguous() or not cos.is_contiguous()
+                or not sin.is_contiguous() or cos.shape[1] != d or not cache_k.is_contiguous()
+                or not cache_v.is_contiguous() or cache_k.shape[1:] != (hkv, d)):
+            raise ValueError("rope_store: unexpected layout")
+        _check(self._fns[("rope_store", qkv.dtype)](
+            qkv.data_ptr(), rows, positions.data_ptr(), cos.data_ptr(), sin.data_ptr(), hq, hkv, d,
+            cache_k.data_ptr(), cache_v.data_ptr(), slots.data_ptr(), torch.get_num_threads()), "rope_store")
+
+    def silu_mul(self, gu: torch.Tensor) -> torch.Tensor:
+        """``silu(gate) * up`` of ``gu`` ``[T, 2 I]`` (gate first) -> ``[T, I]``."""
+        gu = gu.contiguous()
+        rows, width = gu.shape
+        if width % 2:
+            raise ValueError("silu_mul: unexpected layout")
+        out = torch.empty((rows, width // 2), dtype=gu.dtype, device=gu.device)
+        _check(self._fns[("silu_mul", gu.dtype)](gu.data_ptr(), out.data_ptr(), rows, width // 2,
+                                                 torch.get_num_threads()), "silu_mul")
+        return out
+
+
+@dataclass(frozen=True)
+class NativeKernels:
+    decode_attention: DecodeAttention
+    layer_ops: LayerOps
+
+
+def load_native(cache_dir: Path) -> NativeKernels | None:
+    """The kernels built for this machine (once per cache directory and process), or None."""
     if sys.platform == "win32":
         return None
     with _lock:
         if cache_dir in _loaded:
             return _loaded[cache_dir]
-        kernel = None
+        kernels = None
         path = _build(cache_dir)
         if path is not None:
             try:
-                kernel = DecodeAttention(ctypes.CDLL(str(path)))
+                library = ctypes.CDLL(str(path))
+                kernels = NativeKernels(DecodeAttention(library), LayerOps(library))
             except (OSError, AttributeError) as exc:
-                logger.warning("loading %s failed (%s); using torch's SDPA", path, exc)
-        _loaded[cache_dir] = kernel
-        return kernel
+                logger.warning("loading %s failed (%s); using torch's ops", path, exc)
+        _loaded[cache_dir] = kernels
+        return kernels

@@ -1,4 +1,4 @@
-"""The native decode attention kernel against torch's SDPA, and the packed dense weights."""
+"""The native CPU kernels and fast paths against what torch computes the plain way."""
 from __future__ import annotations
 
 import shutil
@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference.kernels import load_decode_attention
+from inference.kernels import load_native
+from inference.model import PrefillRow, rms_norm
 from inference.quant import DenseLinear
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
@@ -16,10 +17,15 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory):  # type: ignore[no-untyped-def]
-    built = load_decode_attention(Path(tmp_path_factory.mktemp("kernels")))
-    assert built is not None, "a C compiler is here, yet the kernel did not build"
+def native(tmp_path_factory):  # type: ignore[no-untyped-def]
+    built = load_native(Path(tmp_path_factory.mktemp("kernels")))
+    assert built is not None, "a C compiler is here, yet the kernels did not build"
     return built
+
+
+@pytest.fixture(scope="module")
+def kernel(native):  # type: ignore[no-untyped-def]
+    return native.decode_attention
 
 
 def reference(q, cache_k, cache_v, tables, lengths, block_size):  # type: ignore[no-untyped-def]
@@ -90,3 +96,107 @@ def test_packed_dense_weights_compute_what_f_linear_computes(rows: int) -> None:
     layer = DenseLinear(weight)
     assert layer(x).shape == (rows, 96)
     assert torch.equal(layer(x), F.linear(x, weight))
+
+
+def close(got: torch.Tensor, want: torch.Tensor) -> bool:
+    tolerance = 1e-5 if got.dtype == torch.float32 else 2e-2  # bf16: one rounding either side
+    return torch.allclose(got.float(), want.float(), atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows", [1, 5, 40])
+def test_add_rms_norm_adds_the_residual_in_place_and_normalizes(native, dtype, rows) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(2)
+    h, eps = 96, 1e-5
+    weight = torch.randn(h).to(dtype)
+    x = torch.randn(rows, h).to(dtype)
+    delta = torch.randn(rows, h).to(dtype)
+    want_x = x + delta
+    want = rms_norm(want_x, weight.repeat(2), eps)
+    got = native.layer_ops.add_rms_norm(x, delta, weight.repeat(2), eps)
+    assert torch.equal(x, want_x)  # the residual stream, rounded as torch rounds it
+    assert close(got, want)
+    assert close(native.layer_ops.add_rms_norm(x, None, weight.repeat(2), eps), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows", [1, 3, 20])
+def test_rope_store_rotates_q_and_k_and_writes_k_and_v_to_their_slots(native, dtype, rows) -> None:  # type: ignore[no-untyped-def]
+    from inference.model import LlamaArgs, LlamaModel
+
+    torch.manual_seed(3)
+    hq, hkv, d = 6, 2, 32
+    args = LlamaArgs(100, 64, 128, 1, hq, hkv, d, 1e-5, 10000.0, 512, True)
+    cos, sin = LlamaModel.rope_tables(args, 512, dtype, "cpu")
+    qkv = torch.randn(rows, (hq + 2 * hkv) * d).to(dtype)
+    positions = torch.randint(0, 512, (rows,))
+    slots = torch.randperm(64)[:rows]
+    cache_k, cache_v = torch.zeros(64, hkv, d, dtype=dtype), torch.zeros(64, hkv, d, dtype=dtype)
+    qk = qkv[:, : (hq + hkv) * d].view(rows, hq + hkv, d).float()
+    c, s = cos[positions][:, None].float(), sin[positions][:, None].float()
+    want = qk * c + torch.roll(qk, d // 2, dims=-1) * s  # the torch path's formula, in float32
+    v = qkv[:, (hq + hkv) * d :].view(rows, hkv, d).clone()
+    native.layer_ops.rope_store(qkv, positions, cos, sin, (hq, hkv, d), cache_k, cache_v, slots)
+    assert close(qkv[:, : (hq + hkv) * d].view(rows, hq + hkv, d), want)
+    assert close(cache_k[slots], want[:, hq:])
+    assert torch.equal(cache_v[slots], v)
+    untouched = torch.ones(64, dtype=torch.bool)
+    untouched[slots] = False
+    assert not cache_k[untouched].any() and not cache_v[untouched].any()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_silu_mul_is_silu_of_the_gate_times_the_up_half(native, dtype) -> None:  # type: ignore[no-untyped-def]
+    gu = torch.randn(7, 2 * 48).to(dtype)
+    assert close(native.layer_ops.silu_mul(gu), F.silu(gu[:, :48].float()) * gu[:, 48:].float())
+
+
+def test_the_model_with_native_ops_computes_what_torch_ops_compute() -> None:
+    """The real model in float32, one prompt and then a decode step: logits agree."""
+    import dataclasses
+
+    from inference import pool
+    from inference.loader import load_model
+    from inference.model import AttentionBatch
+    from tests.support import builtin_spec
+
+    settings = dataclasses.replace(pool.settings, dtype="float32")
+    model = load_model(builtin_spec(), settings).model
+    assert model.layer_ops is not None and model.decode_attention is not None
+    a = model.args
+    kv = torch.zeros(a.num_hidden_layers, 2, 64, a.num_key_value_heads, a.head_dim)
+    ids = torch.tensor([1, 504, 3458, 314, 260, 2951, 30])
+    n = len(ids)
+
+    def run(native: bool) -> torch.Tensor:
+        ops, attention = model.layer_ops, model.decode_attention
+        if not native:
+            model.layer_ops = model.decode_attention = None
+        try:
+            kv.zero_()
+            prompt = AttentionBatch(torch.arange(16, 16 + n - 1), torch.arange(n - 1), 0, None, None, 0, None, None,
+                                    [PrefillRow(0, n - 1, [(16, n - 1)], None)], None, block_size=16)
+            model.forward(ids[:-1], prompt, kv)
+            tables = torch.tensor([[1]], dtype=torch.int32)
+            step = AttentionBatch(torch.tensor([16 + n - 1]), torch.tensor([n - 1]), 1, [(16, n)], None, n, None,
+                                  None, [], None, tables if native else None,
+                                  torch.tensor([n], dtype=torch.int32) if native else None, 16)
+            return model.forward(ids[-1:], step, kv)
+        finally:
+            model.layer_ops, model.decode_attention = ops, attention
+
+    native_logits, torch_logits = run(True), run(False)
+    assert torch.allclose(native_logits, torch_logits, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("chunk", "past"), [(70, 32), (64, 1), (200, 500)])
+def test_a_chunk_after_a_past_attends_as_with_the_full_mask(chunk: int, past: int) -> None:
+    """Past keys and the chunk's own keys in two parts, merged: what the [L, past + L] mask gives."""
+    from inference.model import _attend_after_past
+
+    torch.manual_seed(4)
+    q = torch.randn(1, 9, chunk, 64)
+    keys, values = torch.randn(1, 3, past + chunk, 64), torch.randn(1, 3, past + chunk, 64)
+    mask = torch.arange(past + chunk)[None, :] <= torch.arange(past, past + chunk)[:, None]
+    want = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+    assert torch.allclose(_attend_after_past(q, keys, values, past), want, atol=1e-5, rtol=1e-4)

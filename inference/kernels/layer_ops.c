@@ -1,0 +1,109 @@
+/* The small per-layer operations of a Llama block, each one pass over the rows, for the CPU.
+ *
+ * In torch each is several ops (RMSNorm as cat + layer_norm + slice, RoPE as mul + roll +
+ * addcmul, the cache writes as two index_copy_, SiLU-and-multiply as slice + silu + mul), and
+ * at one decode row every op costs microseconds of dispatch for nanoseconds of work: about a
+ * fifth of a one-stream token. Here they are three calls a layer. Float32 inside, rounded
+ * once to the storage type at the end.
+ *
+ * Shapes (element strides; rows may be strided where a stride is given):
+ *   add_rms_norm  x [rows][h] (stride x_stride, updated in place when delta is given),
+ *                 delta [rows][h] contiguous or NULL, weight [h], out [rows][h] contiguous
+ *   rope_store    qkv [rows][(hq + 2 hkv) d] contiguous: q and k heads rotated in place,
+ *                 then k and v copied to cache slot slots[r] of cache_k/cache_v [S][hkv][d];
+ *                 cos/sin [positions][d] (sin sign-folded: rope(x) = x cos + roll(x, d/2) sin)
+ *   silu_mul      gu [rows][2 inter] contiguous -> out [rows][inter]
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline float ld_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint16_t st_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float ld_f32(float x) { return x; }
+static inline float st_f32(float x) { return x; }
+
+/* rows below this run on the calling thread: a fork/join costs more than the work */
+#define PARALLEL_ROWS 8
+#define MAX_DIM 16384
+
+#define DEFINE_LAYER_OPS(SUFFIX, T, LOAD, STORE)                                                 \
+int add_rms_norm_##SUFFIX(T *x, int64_t x_stride, const T *delta, const T *weight, T *out,       \
+                          int64_t rows, int64_t h, float eps, int nthreads) {                    \
+    if (h > MAX_DIM) return 1;                                                                   \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static) if(rows >= PARALLEL_ROWS)") \
+    for (int64_t r = 0; r < rows; r++) {                                                         \
+        T *xr = x + r * x_stride;                                                                \
+        float v[MAX_DIM];                                                                        \
+        float ss = 0.0f;                                                                         \
+        if (delta) {                                                                             \
+            const T *dr = delta + r * h;                                                         \
+            for (int64_t i = 0; i < h; i++) {                                                    \
+                xr[i] = STORE(LOAD(xr[i]) + LOAD(dr[i])); /* the residual, as torch rounds it */ \
+                v[i] = LOAD(xr[i]);                                                              \
+            }                                                                                    \
+        } else {                                                                                 \
+            for (int64_t i = 0; i < h; i++) v[i] = LOAD(xr[i]);                                  \
+        }                                                                                        \
+        for (int64_t i = 0; i < h; i++) ss += v[i] * v[i];                                       \
+        const float scale = 1.0f / sqrtf(ss / (float)h + eps);                                   \
+        T *o = out + r * h;                                                                      \
+        for (int64_t i = 0; i < h; i++) o[i] = STORE(v[i] * scale * LOAD(weight[i]));            \
+    }                                                                                            \
+    return 0;                                                                                    \
+}                                                                                                \
+                                                                                                 \
+int rope_store_##SUFFIX(T *qkv, int64_t rows, const int64_t *positions, const T *cos_table,     \
+                        const T *sin_table, int64_t hq, int64_t hkv, int64_t d, T *cache_k,      \
+                        T *cache_v, const int64_t *slots, int nthreads) {                        \
+    if (d > MAX_DIM || d % 2) return 1;                                                          \
+    const int64_t half = d / 2, width = (hq + 2 * hkv) * d;                                      \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static) if(rows >= PARALLEL_ROWS)") \
+    for (int64_t r = 0; r < rows; r++) {                                                         \
+        T *row = qkv + r * width;                                                                \
+        const T *c = cos_table + positions[r] * d, *s = sin_table + positions[r] * d;            \
+        float cf[MAX_DIM], sf[MAX_DIM], x[MAX_DIM];                                              \
+        for (int64_t i = 0; i < d; i++) { cf[i] = LOAD(c[i]); sf[i] = LOAD(s[i]); }              \
+        for (int64_t head = 0; head < hq + hkv; head++) {                                        \
+            T *p = row + head * d;                                                               \
+            for (int64_t i = 0; i < d; i++) x[i] = LOAD(p[i]);                                   \
+            for (int64_t i = 0; i < half; i++) {                                                 \
+                p[i] = STORE(x[i] * cf[i] + x[i + half] * sf[i]);                                \
+                p[i + half] = STORE(x[i + half] * cf[i + half] + x[i] * sf[i + half]);           \
+            }                                                                                    \
+        }                                                                                        \
+        const int64_t slot = slots[r];                                                           \
+        memcpy(cache_k + slot * hkv * d, row + hq * d, (size_t)(hkv * d) * sizeof(T));           \
+        memcpy(cache_v + slot * hkv * d, row + (hq + hkv) * d, (size_t)(hkv * d) * sizeof(T));   \
+    }                                                                                            \
+    return 0;                                                                                    \
+}                                                                                                \
+                                                                                                 \
+int silu_mul_##SUFFIX(const T *gu, T *out, int64_t rows, int64_t inter, int nthreads) {          \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static) if(rows >= PARALLEL_ROWS)") \
+    for (int64_t r = 0; r < rows; r++) {                                                         \
+        const T *g = gu + r * 2 * inter, *u = g + inter;                                         \
+        T *o = out + r * inter;                                                                  \
+        for (int64_t i = 0; i < inter; i++) {                                                    \
+            const float a = LOAD(g[i]);                                                          \
+            o[i] = STORE(a / (1.0f + expf(-a)) * LOAD(u[i]));                                    \
+        }                                                                                        \
+    }                                                                                            \
+    return 0;                                                                                    \
+}
+
+DEFINE_LAYER_OPS(bf16, uint16_t, ld_bf16, st_bf16)
+DEFINE_LAYER_OPS(f32, float, ld_f32, st_f32)
