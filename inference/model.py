@@ -149,7 +149,7 @@ def _attend_after_past(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     the equivalent [L, past + L] mask computes every masked score as well: measured, a
     1,973-token chunk after a 32-token cached system prompt took 71 ms a layer masked, 42 split
     (the second turn of every chat, and every prompt that starts with the default system prompt)."""
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    flash = torch._scaled_dot_product_flash_attention_for_cpu
     o_past, lse_past = flash(q, keys[:, :, :past], values[:, :, :past], 0.0, False)
     o_own, lse_own = flash(q, keys[:, :, past:], values[:, :, past:], 0.0, True)
     top = torch.maximum(lse_past, lse_own)
@@ -204,6 +204,7 @@ class LlamaModel:
         # then attend through it (inference/kernels), else through SDPA
         self.decode_attention: DecodeAttention | None = None
         self.layer_ops: LayerOps | None = None  # likewise for norms, RoPE, cache writes, SiLU
+        self._kv_views: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     @staticmethod
     def rope_tables(args: LlamaArgs, length: int, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,11 +271,14 @@ class LlamaModel:
         half = d // 2
         slots = batch.slot_mapping
         nd = batch.num_decode
+        if self._kv_views is None or self._kv_views[0] is not kv:  # each layer's [S, Hkv, D] views, once
+            self._kv_views = (kv, [(kv[i, 0], kv[i, 1]) for i in range(len(self.layers))])
+        views = self._kv_views[1]
         x = F.embedding(input_ids, self.embed)  # [T, H]
         if ops is not None:
             h = ops.add_rms_norm(x, None, self.layers[0].input_norm, eps)
         for i, layer in enumerate(self.layers):
-            cache_k, cache_v = kv[i, 0], kv[i, 1]  # [S, Hkv, D]
+            cache_k, cache_v = views[i]
             if ops is None:
                 h = rms_norm(x, layer.input_norm, eps)
             qkv = layer.qkv(h)  # [T, (Hq + 2 Hkv) D]
