@@ -34,6 +34,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 SOURCES = [Path(__file__).with_name(name) for name in ("decode_attention.c", "layer_ops.c")]
+HEADERS = [Path(__file__).with_name("bf16.h")]  # part of the cache key, not of the command line
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 _lock = threading.Lock()
@@ -66,7 +67,7 @@ def _build(cache_dir: Path) -> Path | None:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    sources = [path.read_bytes() for path in SOURCES]
+    sources = [path.read_bytes() for path in SOURCES + HEADERS]
     key = hashlib.sha256(b"\0".join([*sources, " ".join(FLAGS).encode(), version.encode(),
                                      _cpu_flags().encode(), torch.__version__.encode()])).hexdigest()[:16]
     target = cache_dir / f"cpu_kernels-{key}.so"

@@ -18,23 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float ld_bf16(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint16_t st_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float ld_f32(float x) { return x; }
-static inline float st_f32(float x) { return x; }
+#include "bf16.h"
 
 /* rows below this run on the calling thread: a fork/join costs more than the work */
 #define PARALLEL_ROWS 8
@@ -105,5 +89,5 @@ int silu_mul_##SUFFIX(const T *gu, T *out, int64_t rows, int64_t inter, int nthr
     return 0;                                                                                    \
 }
 
-DEFINE_LAYER_OPS(bf16, uint16_t, ld_bf16, st_bf16)
-DEFINE_LAYER_OPS(f32, float, ld_f32, st_f32)
+DEFINE_LAYER_OPS(bf16, uint16_t, load_bf16, store_bf16)
+DEFINE_LAYER_OPS(f32, float, load_f32, store_f32)
