@@ -84,6 +84,10 @@ def test_a_2000_token_answer_streams_without_blocking_the_page_for_more_than_50_
     })
     page.goto(tab.url(f"/c/{turn['conversation']}"))  # the page attaches to the answer being written
     page.wait_for_selector("[data-testid=message][data-role=assistant]")
+    # What is measured is the streaming: tasks from here on. Loading the page (parsing, running its
+    # modules, the first layout) is one task like any page's, and on a CPU the model is using it can
+    # pass 50 ms; it is printed below, not judged.
+    attached_at = page.evaluate("() => performance.now()")
     seen_streaming = last_state(tab) == "streaming"
     answer = wait_answer(tab, lambda a: a["state"] != "streaming", timeout=LONG_ANSWER_TIMEOUT, every=1.0)
     page.wait_for_timeout(500)  # the final render and any late task
@@ -94,10 +98,13 @@ def test_a_2000_token_answer_streams_without_blocking_the_page_for_more_than_50_
     assert saved["completion_tokens"] >= LONG_ANSWER_TOKENS
     assert seen_streaming, "the answer was already finished when the page opened: nothing was measured"
     tasks = page.evaluate("() => window.__longTasks")
-    longest = max((t["ms"] for t in tasks), default=0.0)
+    loading = [t for t in tasks if t["start"] < attached_at]
+    streaming = [t for t in tasks if t["start"] >= attached_at]
+    longest = max((t["ms"] for t in streaming), default=0.0)
     print(f"\n2,000-token answer: {saved['completion_tokens']} tokens, {len(saved['content'])} characters "
-          f"in {elapsed:.0f} s; {len(tasks)} long tasks, the longest {longest:.0f} ms")
-    assert longest <= MAX_TASK_MS, f"the main thread was blocked for {longest:.0f} ms: {tasks}"
+          f"in {elapsed:.0f} s; {len(streaming)} long tasks while streaming, the longest {longest:.0f} ms; "
+          f"while the page loaded: {loading}")
+    assert longest <= MAX_TASK_MS, f"the main thread was blocked for {longest:.0f} ms: {streaming}"
     # the observer does see a task that long (so nothing seen means nothing happened)
     page.evaluate("() => new Promise((done) => setTimeout(() => { const t = performance.now(); "
                   "while (performance.now() - t < 80) {} setTimeout(done, 200); }))")
