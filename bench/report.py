@@ -10,6 +10,17 @@ from typing import Any
 
 ACCEPT_SCALING = 4.0  # aggregate tokens/s at 16 concurrent streams vs one stream
 ACCEPT_TTFT_P95_MS = 4000.0  # p95 time to first token at 16 concurrent streams
+# The engine issue's goals, judged from one run: (label, figure, "ratio" (ours/peer) or "ours",
+# bound, at least (else at most)). None as the figure: computed in ``engine_goals``.
+ENGINE_GOALS = (
+    ("one stream, tokens/s vs the peer", "streams x1: aggregate", "ratio", 1.0, True),
+    ("16 streams, aggregate tokens/s vs the peer", "streams x16: aggregate", "ratio", 2.0, True),
+    ("16 streams, TTFT p95 (ms)", "streams x16: TTFT p95", "ours", 1000.0, False),
+    ("long prompt, prompt tokens/s vs the peer", "long prompt: prompt processing", "ratio", 2.0, True),
+    ("RSS growth after one long request (MB)", "rss: growth", "ours", 300.0, False),
+    ("multi-turn, last turn's TTFT / turn 1", None, "ratio", 1.2, False),
+    ("streams' ITL p95 during a long prompt / idle", None, "ratio", 3.0, False),
+)
 DISTURBED_CORES = 0.25  # other processes using more CPU than this during a scenario make it unreliable
 
 
@@ -142,8 +153,39 @@ def acceptance(levels: list[dict[str, Any]]) -> dict[str, Any] | None:
             "errors": errors, "pass": scaling_ok and ttft_ok and errors == 0}
 
 
+def engine_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The engine issue's goals this run can judge (a ratio needs the peer's figure): for each,
+    its label, value, bound and whether it holds."""
+    by_name = {r["figure"]: r for r in rows}
+    found = {
+        "multi-turn, last turn's TTFT / turn 1":
+            next((r for r in rows if r["figure"].startswith("multi-turn: turn ") and r["unit"] == "x"), None),
+        "streams' ITL p95 during a long prompt / idle": _interference_ratio(rows),
+    }
+    out = []
+    for label, figure, kind, bound, at_least in ENGINE_GOALS:
+        row = by_name.get(figure) if figure else found[label]
+        value = row.get("ours" if figure is None else kind) if row else None
+        if value is None:
+            continue
+        out.append({"goal": label, "value": value, "bound": bound, "at_least": at_least, "kind": kind,
+                    "ok": value >= bound if at_least else value <= bound})
+    return out
+
+
+def _interference_ratio(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A row-shaped ``{"ours": during / idle}`` from the interference figures of ours."""
+    idle = next((r["ours"] for r in rows if r["figure"].startswith("interference:")
+                 and r["figure"].endswith("ITL p95 idle")), None)
+    during = next((r["ours"] for r in rows if r["figure"].startswith("interference:")
+                   and r["figure"].endswith("ITL p95 during")), None)
+    if not idle or during is None:
+        return None
+    return {"ours": during / idle}
+
+
 def analyze(report: dict[str, Any]) -> dict[str, Any]:
-    """Add ``comparison``, ``scaling``, ``ours_vs_naive`` and ``acceptance`` to ``report``."""
+    """Add ``comparison``, ``scaling``, ``ours_vs_naive``, ``acceptance`` and ``goals`` to ``report``."""
     targets = report["targets"]
     ours = targets["ours"]["results"] if "ours" in targets else {}
     peer = targets["peer"]["results"] if "peer" in targets else None
@@ -158,6 +200,7 @@ def analyze(report: dict[str, Any]) -> dict[str, Any]:
         if r["concurrency"] in naive_by_level and naive_by_level[r["concurrency"]]["aggregate_tokens_per_s"] > 0
     }
     report["acceptance"] = acceptance(streams.get("ours", []))
+    report["goals"] = engine_goals(report["comparison"])
     return report
 
 
@@ -255,8 +298,15 @@ def render(report: dict[str, Any]) -> list[str]:
         lines.append(f"Ours / naive, aggregate tok/s at the same level: {text}")
     if acc := report["acceptance"]:
         lines.append(
-            f"Acceptance: aggregate at 16 / at 1 = {acc['scaling_16_vs_1']:.2f}x (>= {ACCEPT_SCALING:.0f}x: "
+            f"Batching check: aggregate at 16 / at 1 = {acc['scaling_16_vs_1']:.2f}x (>= {ACCEPT_SCALING:.0f}x: "
             f"{'PASS' if acc['scaling_ok'] else 'FAIL'}); TTFT p95 at 16 = {fmt(acc['ttft_p95_ms_at_16'], 'ms')} ms "
             f"(<= {ACCEPT_TTFT_P95_MS:.0f} ms: {'PASS' if acc['ttft_ok'] else 'FAIL'}); errors {acc['errors']}"
         )
+    if goals := report.get("goals"):
+        lines += ["", "Engine issue's goals in this run:"]
+        for g in goals:
+            value, bound = ((f"{g['value']:.2f}x", f"{g['bound']:.1f}x") if g["kind"] == "ratio"
+                            else (f"{g['value']:.0f}", f"{g['bound']:.0f}"))
+            lines.append(f"  {g['goal']}: {value} ({'>=' if g['at_least'] else '<='} {bound}: "
+                         f"{'PASS' if g['ok'] else 'FAIL'})")
     return lines

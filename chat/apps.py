@@ -14,7 +14,9 @@ class ChatConfig(AppConfig):
 
         from inference import pool
 
+        from . import lookups
         from .catalog import on_setting_changed
 
+        lookups.install()
         pool.configure(settings.INFERENCE)
         setting_changed.connect(on_setting_changed)

@@ -164,15 +164,15 @@ async def _list(request: HttpRequest, principal: Principal) -> HttpResponseBase:
     if request.GET.get("cursor"):
         rows = rows.filter(_after_cursor(request.GET["cursor"]))
     if query:
-        found = Message.objects.filter(conversation__owner=principal.user, content__icontains=query)
-        rows = rows.filter(Q(title__icontains=query) | Q(pk__in=found.values("conversation_id")))
+        found = Message.objects.filter(conversation__owner=principal.user, content__ucontains=query)
+        rows = rows.filter(Q(title__ucontains=query) | Q(pk__in=found.values("conversation_id")))
     page = [c async for c in rows.order_by("-updated_at", "-id")[: limit + 1]]
     more = len(page) > limit
     page = page[:limit]
     result = [conversation_json(c) for c in page]
     if query:
         matches: dict[int, str] = {}
-        hits = Message.objects.filter(conversation__in=[c.pk for c in page], content__icontains=query)
+        hits = Message.objects.filter(conversation__in=[c.pk for c in page], content__ucontains=query)
         pairs = hits.order_by("created_at", "id").values_list("conversation_id", "content")
         async for conversation_id, content in pairs:
             matches.setdefault(conversation_id, _snippet(content, query))

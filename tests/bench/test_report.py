@@ -93,7 +93,29 @@ def test_render_side_by_side() -> None:
     assert "Warning: other processes used more than 0.25 cores during ours interference" in text
     assert "Scaling, aggregate tok/s at N / at 1 (ours): x16: 6.00x" in text
     assert "Ours / naive, aggregate tok/s at the same level: x1: 2.50x, x16: 30.00x" in text
-    assert "Acceptance: aggregate at 16 / at 1 = 6.00x (>= 4x: PASS)" in text
+    assert "Batching check: aggregate at 16 / at 1 = 6.00x (>= 4x: PASS)" in text
+    assert "  16 streams, TTFT p95 (ms): 1600 (<= 1000: FAIL)" in text
+    assert "  one stream, tokens/s vs the peer: 2.00x (>= 1.0x: PASS)" in text
+
+
+def test_engine_goals_judge_what_the_run_measured() -> None:
+    goals = {g["goal"]: (round(g["value"], 2), g["ok"]) for g in report()["goals"]}
+    assert goals == {
+        "one stream, tokens/s vs the peer": (2.0, True),
+        "16 streams, aggregate tokens/s vs the peer": (2.0, True),
+        "16 streams, TTFT p95 (ms)": (1600.0, False),
+        "long prompt, prompt tokens/s vs the peer": (2.0, True),
+        "RSS growth after one long request (MB)": (50.0, True),
+        "multi-turn, last turn's TTFT / turn 1": (0.9, True),
+        "streams' ITL p95 during a long prompt / idle": (4.29, False),  # 300 ms during, 70 idle
+    }
+    slower = report()
+    slower["targets"]["peer"]["results"]["streams"][0] = level("peer", 1, 60.0)  # ours 50: 0.83x
+    assert next(g for g in analyze(slower)["goals"] if g["goal"].startswith("one stream"))["ok"] is False
+    # without a peer, only the goals that need none are judged
+    alone = {g["goal"] for g in report(peer=False)["goals"]}
+    assert alone == {"16 streams, TTFT p95 (ms)", "RSS growth after one long request (MB)",
+                     "multi-turn, last turn's TTFT / turn 1", "streams' ITL p95 during a long prompt / idle"}
 
 
 def test_render_ours_alone() -> None:

@@ -206,6 +206,28 @@ async def test_search_finds_words_in_titles_and_answers_and_pages_through_everyt
         assert native_error(await client.get("/api/conversations", bad)) == (400, 5004), bad
 
 
+async def test_search_ignores_case_beyond_ascii_on_every_database(client) -> None:  # type: ignore[no-untyped-def]
+    user = await get_user_model().objects.aget(username="alice")
+    c = await Conversation.objects.acreate(owner=user, model=MODEL, title="Reiseplanung")
+    q = await Message.objects.acreate(conversation=c, role="user", content="Привет! Eine ÜBERRASCHUNG für Élodie?")
+    await Message.objects.acreate(conversation=c, role="assistant", parent=q, content="Gern.")
+    await Conversation.objects.acreate(owner=user, model=MODEL, title="Ärger im Büro")
+    other = await Conversation.objects.acreate(owner=user, model=MODEL, title="unrelated")
+    await Message.objects.acreate(conversation=other, role="user", content="100% sure_thing")
+
+    async def titles(query: str) -> set[str]:
+        return {row["title"] for row in (await client.get("/api/conversations", {"q": query})).json()["result"]}
+
+    assert await titles("привет") == {"Reiseplanung"}
+    assert await titles("überraschung FÜR élodie") == {"Reiseplanung"}
+    assert await titles("ärger") == {"Ärger im Büro"}
+    rows = (await client.get("/api/conversations", {"q": "ПРИВЕТ"})).json()["result"]
+    assert rows[0]["match"].startswith("Привет!")
+    # LIKE's wildcards in a query are plain characters
+    assert await titles("100%") == {"unrelated"} and await titles("0% s") == {"unrelated"}
+    assert await titles("i_e") == set() and await titles("%") == {"unrelated"}  # as a wildcard, "Reise" matches
+
+
 async def test_export_holds_every_message_of_the_branch_shown(client) -> None:  # type: ignore[no-untyped-def]
     user = await get_user_model().objects.aget(username="alice")
     c = await Conversation.objects.acreate(owner=user, model=MODEL, title="Ships & sails", system_prompt="Be brief.")
