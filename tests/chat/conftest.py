@@ -62,11 +62,16 @@ def no_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 async def drain_background() -> Any:
     """Let detached work (usage records, chat generations) end inside its own test, so it
-    never writes while the next test flushes the database."""
+    never writes while the next test flushes the database; then close the connection it used
+    in asgiref's shared sync thread (Django closes it at the next request's start or end;
+    left open after the last test, PostgreSQL refuses to drop the test database)."""
     yield
+    from django.db import connections
+
     from chat import background
 
     await background.drain_background()
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture(autouse=True)
