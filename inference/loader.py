@@ -196,17 +196,17 @@ def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
     plan = ExecutionPlan.choose(spec, device, settings)
     state = _load_state_dict(directory)
     kind = "dense" if plan.linear_kind == "bitsandbytes" else plan.linear_kind
-    model = LlamaModel.from_state_dict(args, state, plan.dtype, device, kind, plan.head_kind)
+    native = load_native(settings.model_cache_dir / "kernels") if device == "cpu" and settings.native_kernels else None
+    model = LlamaModel.from_state_dict(args, state, plan.dtype, device, kind, plan.head_kind,
+                                       native.int4_linear if native is not None else None)
     if plan.linear_kind == "bitsandbytes":
         for layer in model.layers:
             for name in ("qkv", "o", "gate_up", "down"):
                 setattr(layer, name, _bitsandbytes_linear(getattr(layer, name).weight, device))
     del state
-    if device == "cpu" and settings.native_kernels:
-        native = load_native(settings.model_cache_dir / "kernels")
-        if native is not None and native.decode_attention.supports(plan.dtype):
-            model.decode_attention = native.decode_attention
-            model.layer_ops = native.layer_ops
+    if native is not None and native.decode_attention.supports(plan.dtype):
+        model.decode_attention = native.decode_attention
+        model.layer_ops = native.layer_ops
     hybrids = [lin for lin in model.linears() if isinstance(lin, HybridLinear)]
     if hybrids:
         calibrate(hybrids, plan.dtype, head=model.head if isinstance(model.head, CandidateHead) else None)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .kernels import DecodeAttention, LayerOps
+from .kernels import Int4Linear as NativeInt4
 from .quant import CandidateHead, DenseLinear, HybridLinear, make_linear
 
 Linear = DenseLinear | HybridLinear | Any  # Any: a bitsandbytes module on CUDA
@@ -218,13 +219,15 @@ class LlamaModel:
 
     @classmethod
     def from_state_dict(cls, args: LlamaArgs, state: dict[str, torch.Tensor], dtype: torch.dtype, device: str,
-                        linear_kind: str = "dense", head_kind: str = "dense") -> LlamaModel:
-        """Build from a Hugging Face Llama ``state_dict`` (float32 or any float dtype)."""
+                        linear_kind: str = "dense", head_kind: str = "dense",
+                        native_int4: NativeInt4 | None = None) -> LlamaModel:
+        """Build from a Hugging Face Llama ``state_dict`` (float32 or any float dtype);
+        ``native_int4``: the int4 kernel built for this CPU, for the int4 layers it fits."""
         def w(name: str) -> torch.Tensor:
             return state[name].to(device=device, dtype=torch.float32)
 
         def lin(weight: torch.Tensor, kind: str) -> Linear:
-            return make_linear(weight, kind, dtype)
+            return make_linear(weight, kind, dtype, native_int4)
 
         layers = []
         for i in range(args.num_hidden_layers):
@@ -242,7 +245,8 @@ class LlamaModel:
             ))
         embed = w("model.embed_tokens.weight")
         head_weight = embed if args.tie_word_embeddings or "lm_head.weight" not in state else w("lm_head.weight")
-        head: Linear = CandidateHead(head_weight, dtype) if head_kind == "int4+int8" else lin(head_weight, head_kind)
+        head: Linear = (CandidateHead(head_weight, dtype, native=native_int4) if head_kind == "int4+int8"
+                        else lin(head_weight, head_kind))
         embed_c = embed.to(dtype)
         if isinstance(head, DenseLinear) and head_weight is embed:
             head = DenseLinear(embed_c)  # tied: one copy

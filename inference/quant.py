@@ -1,8 +1,9 @@
 """Linear layers as the device runs them best: dense, or weight-only int8/int4 kernels.
 
 One-stream decode on a CPU is bound by the bytes of weights read per token, so a few rows
-go through torch's weight-only kernels (int8 per output channel, or int4 in groups of 32
-with a scale and a zero: exactly the layout of a GGUF ``Q4_1`` block). Those kernels
+go through weight-only kernels (torch's int8 per output channel, or int4 in groups of 32
+with a scale and a zero, exactly the layout of a GGUF ``Q4_1`` block: our own kernel where
+it is built, else torch's). Those kernels
 lose to dense bf16 GEMM once there are many rows (prefill, big batches), so a
 ``HybridLinear`` keeps both and picks per call by row count; the crossover is measured
 on this machine when the model loads (``calibrate``), never assumed.
@@ -13,10 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .kernels import Int4Linear as NativeInt4
 
 logger = logging.getLogger(__name__)
 
@@ -142,20 +146,31 @@ class Int8Linear:
 
 
 class Int4Linear:
-    """Weight-only int4 in groups of 32 (``aten._weight_int4pack_mm_for_cpu``)."""
+    """Weight-only int4 in groups of 32: the native kernel (``kernels/int4_linear.c``) where it
+    is built and the shape fits, else ``aten._weight_int4pack_mm_for_cpu``. The native one
+    keeps the scales and minimums in float16 (a GGUF's own precision; torch's kernel rounds
+    them to bf16) and shares the outputs evenly between threads; a one-row decode token took
+    4.0-4.25 ms on it against 4.8-5.0 on torch's (``docs/architecture.md``)."""
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, native: NativeInt4 | None = None) -> None:
         n, k = weight.shape
         q, scales, lo = quantize_int4(weight)
-        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-        # the kernel computes (q - 8) * scale + zero, so zero = min + 8 * scale
-        zeros = lo + 8 * scales
-        self.scales_and_zeros = torch.stack([scales.t(), zeros.t()], dim=-1).to(dtype).contiguous()  # [K/g, N, 2]
         self.out_features, self.in_features = n, k
+        self.native = native if native is not None and dtype == torch.bfloat16 and native.fits(n, k) else None
+        if self.native is not None:
+            self.native_linear = self.native.bind(self.native.pack(q, scales, lo), n, k)
+            scales, lo = self.native.rounded(scales, lo)  # the dense copy holds the same weights
+        else:
+            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+            # the kernel computes (q - 8) * scale + zero, so zero = min + 8 * scale
+            zeros = lo + 8 * scales
+            self.scales_and_zeros = torch.stack([scales.t(), zeros.t()], dim=-1).to(dtype).contiguous()  # [K/g, N, 2]
         groups = q.view(n, k // INT4_GROUP_SIZE, INT4_GROUP_SIZE).float()
         self.dequantized = (groups * scales[..., None] + lo[..., None]).view(n, k)  # float32 (dropped after load)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native is not None:
+            return self.native_linear(x)
         return torch._weight_int4pack_mm_for_cpu(  # the direct binding: 1.6 us a call, torch.ops 4.5
             x.contiguous(), self.packed, INT4_GROUP_SIZE, self.scales_and_zeros)
 
@@ -186,8 +201,9 @@ class CandidateHead:
     likely tokens exact, argmax and the probable tokens are the 8-bit head's. Calls with more
     than ``max_candidate_rows`` rows go through ``exact`` (kernel or dense GEMM, as calibrated)."""
 
-    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, candidates: int = 64) -> None:
-        self.fast = Int4Linear(weight, dtype)
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, candidates: int = 64,
+                 native: NativeInt4 | None = None) -> None:
+        self.fast = Int4Linear(weight, dtype, native)
         del self.fast.dequantized
         exact = make_linear(weight, "int8", dtype)
         assert isinstance(exact, HybridLinear) and isinstance(exact.kernel, Int8Linear)
@@ -210,14 +226,16 @@ class CandidateHead:
         return logits.scatter_(1, top, exact)
 
 
-def make_linear(weight: torch.Tensor, kind: str, dtype: torch.dtype) -> DenseLinear | HybridLinear:
+def make_linear(weight: torch.Tensor, kind: str, dtype: torch.dtype,
+                native: NativeInt4 | None = None) -> DenseLinear | HybridLinear:
     """A linear layer for ``weight`` (float32 ``[N, K]``) quantized as ``kind``
-    (``dense``, ``int8`` or ``int4``)."""
+    (``dense``, ``int8`` or ``int4``; ``native``: the int4 kernel built for this machine)."""
     if kind == "dense":
         return DenseLinear(weight.to(dtype).contiguous())
     if kind == "int4" and weight.shape[1] % INT4_GROUP_SIZE:
         kind = "int8"  # int4 groups need K divisible by 32
-    kernel: Int8Linear | Int4Linear = Int8Linear(weight, dtype) if kind == "int8" else Int4Linear(weight, dtype)
+    kernel: Int8Linear | Int4Linear = (Int8Linear(weight, dtype) if kind == "int8"
+                                       else Int4Linear(weight, dtype, native))
     dense = kernel.dequantized.to(dtype).contiguous()
     del kernel.dequantized
     return HybridLinear(kernel, dense)

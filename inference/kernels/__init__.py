@@ -1,10 +1,10 @@
 """Native CPU kernels, compiled on this machine the first time they are needed.
 
-``decode_attention.c`` and ``layer_ops.c`` are plain C (no torch headers, so they build in
+``decode_attention.c``, ``layer_ops.c`` and ``int4_linear.c`` are plain C (no torch headers, so they build in
 about a second) and are called through ``ctypes`` with the tensors' pointers. It is compiled with ``-march=native``
 and cached under ``cache_dir`` by a key of its source, the compiler and this CPU's flags,
 so a cache copied to another machine is rebuilt rather than run. Where there is no
-compiler, or the build fails, ``load_decode_attention`` returns None and the model keeps
+compiler, or the build fails, ``load_native`` returns None and the model keeps
 torch's SDPA: slower, never wrong.
 
 Why a kernel of our own: a decode step's attention is a few MFLOP, yet torch's CPU SDPA
@@ -12,7 +12,8 @@ took 0.51 ms a layer for 16 rows of 200 keys (0.45 in the kernel, 0.07 gathering
 out of their blocks) and 65 us for one row: a fifth of a one-stream token and a quarter of
 a 16-row step, all of it per-call and per-block overhead. Reading the keys in place
 through the block table, this loop takes a fraction of that (``make bench`` and
-``tests/inference/test_kernels.py`` compare the two).
+``tests/inference/test_kernels.py`` compare the two). ``int4_linear.c`` multiplies a few rows
+by 4-bit weights, shared evenly between the threads (``docs/architecture.md``).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name(name) for name in ("decode_attention.c", "layer_ops.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("decode_attention.c", "layer_ops.c", "int4_linear.c")]
 HEADERS = [Path(__file__).with_name("bf16.h")]  # part of the cache key, not of the command line
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
@@ -208,10 +210,71 @@ class LayerOps:
         return out
 
 
+class Int4Linear:
+    """Weight-only 4-bit linear of a few bf16 rows (see ``int4_linear.c``): ``pack`` lays out
+    a quantized weight once, ``__call__`` multiplies by it."""
+
+    GROUP = 32
+    TILE = 16
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._fn = library.int4_linear_bf16
+        self._fn.argtypes = [_P, _I, _I, _I, _P, _P, _I, ctypes.c_int]
+        self._fn.restype = ctypes.c_int
+        library.int4_linear_available.restype = ctypes.c_int
+        self.available = bool(library.int4_linear_available())
+
+    def fits(self, out_features: int, in_features: int) -> bool:
+        return self.available and out_features % self.TILE == 0 and in_features % self.GROUP == 0 \
+            and in_features <= 16384
+
+    def pack(self, q: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor) -> torch.Tensor:
+        """``q`` ``[N, K]`` in 0..15, ``scales`` and ``mins`` ``[N, K/32]`` -> the tiles, uint8
+        ``[N/16, K/32, 320]``: per tile 256 bytes of nibbles, then 16 scales and 16 minimums in
+        float16 (exact for a GGUF's Q4_1 blocks, whose scales and minimums are float16)."""
+        n, k = q.shape
+        tiles, groups = n // self.TILE, k // self.GROUP
+        pairs = q.view(tiles, self.TILE, groups, self.GROUP // 2, 2).to(torch.uint8)
+        nibbles = (pairs[..., 0] | (pairs[..., 1] << 4)).permute(0, 2, 3, 1).reshape(tiles, groups, -1)
+
+        def per_tile(values: torch.Tensor) -> torch.Tensor:
+            halves = values.to(torch.float16).view(tiles, self.TILE, groups).permute(0, 2, 1).contiguous()
+            return halves.view(torch.uint8).view(tiles, groups, 2 * self.TILE)
+
+        return torch.cat([nibbles, per_tile(scales), per_tile(mins)], dim=-1).contiguous()
+
+    @staticmethod
+    def rounded(scales: torch.Tensor, mins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scales and minimums as the tiles hold them (float16), in float32."""
+        return scales.to(torch.float16).float(), mins.to(torch.float16).float()
+
+    def bind(self, tiles: torch.Tensor, out_features: int, in_features: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x`` ``[M, K]`` bf16 (rows may be strided) -> ``x W^T`` ``[M, N]`` bf16, for the
+        weight packed as ``tiles``. Checked here once, and ``x`` on each call."""
+        if (tiles.dtype != torch.uint8 or not tiles.is_contiguous() or out_features % self.TILE
+                or in_features % self.GROUP
+                or tiles.shape != (out_features // self.TILE, in_features // self.GROUP, 20 * self.TILE)):
+            raise ValueError("int4_linear: unexpected layout")
+        fn, pointer, bf16 = self._fn, tiles.data_ptr(), torch.bfloat16
+
+        def linear(x: torch.Tensor) -> torch.Tensor:
+            if x.dtype != bf16 or x.dim() != 2 or x.shape[1] != in_features or x.stride(1) != 1:
+                raise ValueError("int4_linear: unexpected layout")
+            rows = x.shape[0]
+            y = torch.empty((rows, out_features), dtype=bf16)
+            _check(fn(x.data_ptr(), x.stride(0), rows, in_features, pointer, y.data_ptr(), out_features,
+                      torch.get_num_threads()), "int4_linear")
+            return y
+
+        linear.tiles = tiles  # type: ignore[attr-defined]  # the memory ``pointer`` points into
+        return linear
+
+
 @dataclass(frozen=True)
 class NativeKernels:
     decode_attention: DecodeAttention
     layer_ops: LayerOps
+    int4_linear: Int4Linear
 
 
 def load_native(cache_dir: Path) -> NativeKernels | None:
@@ -226,7 +289,7 @@ def load_native(cache_dir: Path) -> NativeKernels | None:
         if path is not None:
             try:
                 library = ctypes.CDLL(str(path))
-                kernels = NativeKernels(DecodeAttention(library), LayerOps(library))
+                kernels = NativeKernels(DecodeAttention(library), LayerOps(library), Int4Linear(library))
             except (OSError, AttributeError) as exc:
                 logger.warning("loading %s failed (%s); using torch's ops", path, exc)
         _loaded[cache_dir] = kernels

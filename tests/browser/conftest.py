@@ -38,15 +38,19 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture(scope="session")
-def users(live_server_proc: LiveServer) -> dict[str, str]:
+def create_users(server: LiveServer) -> dict[str, str]:
     """Two ordinary users with passwords, created through manage.py against the server's DB."""
     lines = ["from django.contrib.auth import get_user_model", "U = get_user_model()"]
     for name, password in USERS.items():
         lines.append(f"u = U.objects.filter(username={name!r}).first() or U(username={name!r})")
         lines.append(f"u.set_password({password!r}); u.save()")
-    live_server_proc.manage("shell", "-c", "\n".join(lines))
+    server.manage("shell", "-c", "\n".join(lines))
     return dict(USERS)
+
+
+@pytest.fixture(scope="session")
+def users(live_server_proc: LiveServer) -> dict[str, str]:
+    return create_users(live_server_proc)
 
 
 @dataclass
@@ -96,23 +100,27 @@ def sessions(browser: Any, live_server_proc: LiveServer, users: dict[str, str]) 
 def open_tab(browser: Any, live_server_proc: LiveServer, sessions: dict[str, Any]) -> Iterator[Callable[..., Tab]]:
     """``open_tab(user="alice", width=1280, height=800, color_scheme="light", bypass_csp=False)``;
     ``user=None`` opens a signed-out tab; ``bypass_csp=True`` lets a test inject scripts (axe-core)."""
-    contexts = []
+    contexts: list[Any] = []
 
     def open_(user: str | None = "alice", width: int = 1280, height: int = 800, color_scheme: str = "light",
               bypass_csp: bool = False) -> Tab:
-        context = browser.new_context(
-            viewport={"width": width, "height": height}, color_scheme=color_scheme,
-            storage_state=sessions[user] if user else None, bypass_csp=bypass_csp,
-        )
-        context.set_default_timeout(30_000)
-        contexts.append(context)
-        page = context.new_page()
-        tab = Tab(page, live_server_proc.url)
-        page.on("request", lambda request: tab.requests.append(request.url))
-        page.on("console", lambda msg: tab.console_errors.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: tab.console_errors.append(f"pageerror: {exc}"))
-        return tab
+        return new_tab(browser, live_server_proc.url, contexts, sessions[user] if user else None,
+                       viewport={"width": width, "height": height}, color_scheme=color_scheme, bypass_csp=bypass_csp)
 
     yield open_
     for context in contexts:
         context.close()
+
+
+def new_tab(browser: Any, base_url: str, contexts: list[Any], storage_state: Any = None, **options: Any) -> Tab:
+    """A page in a new browser context (appended to ``contexts``, for the caller to close) that
+    records its requests and errors."""
+    context = browser.new_context(storage_state=storage_state, **options)
+    context.set_default_timeout(30_000)
+    contexts.append(context)
+    page = context.new_page()
+    tab = Tab(page, base_url)
+    page.on("request", lambda request: tab.requests.append(request.url))
+    page.on("console", lambda msg: tab.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: tab.console_errors.append(f"pageerror: {exc}"))
+    return tab

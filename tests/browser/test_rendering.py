@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Tab
+from tests.support.server import running_server
+
+from .conftest import USERS, Tab, create_users, login, new_tab
 from .test_chat_page import SCREENSHOT_PROMPT, send, set_max_tokens, wait_answer
 
 pytestmark = pytest.mark.browser
@@ -72,8 +74,23 @@ def api_get(tab: Tab, path: str) -> Any:
     return response.json()["result"]
 
 
-def test_a_2000_token_answer_streams_without_blocking_the_page_for_more_than_50_ms(open_tab: Any) -> None:
-    tab = open_tab()
+@pytest.fixture(scope="module")
+def one_thread_tab(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A signed-in tab on a server of its own whose model computes on one thread: on a 2-core
+    machine the shared server's model takes both cores, and the long tasks measured would be
+    the page waiting for a core, not the page's own work."""
+    contexts: list[Any] = []
+    with running_server(tmp_path_factory.mktemp("one-thread"), {"INFERENCE_NUM_THREADS": "1"}) as server:
+        create_users(server)
+        tab = new_tab(browser, server.url, contexts, viewport={"width": 1280, "height": 800})
+        login(tab.page, server.url, "alice", USERS["alice"])
+        yield tab
+        for context in contexts:
+            context.close()
+
+
+def test_a_2000_token_answer_streams_without_blocking_the_page_for_more_than_50_ms(one_thread_tab: Tab) -> None:
+    tab = one_thread_tab
     page = tab.page
     page.add_init_script(RECORD_LONG_TASKS)
     ready(tab)

@@ -200,3 +200,46 @@ def test_a_chunk_after_a_past_attends_as_with_the_full_mask(chunk: int, past: in
     mask = torch.arange(past + chunk)[None, :] <= torch.arange(past, past + chunk)[:, None]
     want = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
     assert torch.allclose(_attend_after_past(q, keys, values, past), want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])
+@pytest.mark.parametrize(("n", "k"), [(576, 576), (48, 1536), (16, 32)])
+def test_the_int4_kernel_multiplies_by_the_weights_it_packs(native, rows: int, n: int, k: int) -> None:  # type: ignore[no-untyped-def]
+    """Against F.linear in float32 on the same 4-bit weights, rows strided, over row counts
+    that cross its blocks of 4 rows and a matrix small enough to stay on one thread."""
+    from inference.quant import Int4Linear, quantize_int4
+
+    int4 = native.int4_linear
+    if not int4.available:
+        pytest.skip("this CPU has no AVX-512: torch's int4 kernel serves")
+    torch.manual_seed(rows * n + k)
+    weight = torch.randn(n, k) * 0.05
+    q, scales, mins = quantize_int4(weight)
+    linear = int4.bind(int4.pack(q, scales, mins), n, k)
+    s16, m16 = int4.rounded(scales, mins)
+    dequantized = (q.view(n, k // 32, 32).float() * s16[..., None] + m16[..., None]).view(n, k)
+    x = torch.randn(rows, k + 8).to(torch.bfloat16)[:, :k]  # rows strided, each row contiguous
+    want = F.linear(x.float(), dequantized)
+    got = linear(x)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, n)
+    assert torch.allclose(got.float(), want, atol=0.02, rtol=0.01), (got.float() - want).abs().max()
+    # the layer built with it gives the same, and its dense copy holds the same weights
+    layer = Int4Linear(weight, torch.bfloat16, int4)
+    assert layer.native is int4 and torch.equal(layer(x), got)
+    assert torch.equal(layer.dequantized, dequantized)
+    for wrong in (x.float(), x[:, : k - 32], x.t(), x[None]):
+        with pytest.raises(ValueError, match="layout"):
+            linear(wrong)
+    with pytest.raises(ValueError, match="layout"):
+        int4.bind(int4.pack(q, scales, mins), n + 16, k)
+
+
+def test_int4_layers_the_kernel_cannot_take_stay_on_torchs_kernel(native) -> None:  # type: ignore[no-untyped-def]
+    from inference.quant import Int4Linear
+
+    wide = 16416  # inputs past the kernel's bound (16384)
+    odd = Int4Linear(torch.randn(16, wide) * 0.05, torch.bfloat16, native.int4_linear)
+    assert odd.native is None
+    x = torch.randn(2, wide).to(torch.bfloat16)
+    assert torch.allclose(odd(x).float(), F.linear(x.float(), odd.dequantized), atol=0.1, rtol=0.02)
+    assert Int4Linear(torch.randn(64, 64), torch.float32, native.int4_linear).native is None  # bf16 only
