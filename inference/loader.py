@@ -1,14 +1,20 @@
 """Build a ready-to-run model and tokenizer from a ``ModelSpec``.
 
-GGUF sources are dequantized by transformers once and cached as a safetensors
-checkpoint under ``MODEL_CACHE_DIR``, so later loads take a fraction of a second and
-quantizers (bitsandbytes) can work from dense weights.
+A GGUF file is read in place (``gguf_weights``): its config and tokenizer through
+transformers (the tokenizer cached under ``MODEL_CACHE_DIR``, since building a 262k-token
+vocabulary from GGUF metadata takes minutes), its tensors memory-mapped, so a model loads in
+about its own size. A checkpoint folder is read from its safetensors. The family file
+registered for the config's ``model_type`` (``inference/models``) builds the decoder.
+``checkpoint_dir`` still converts a GGUF into a dense checkpoint, for references in tests
+and benchmarks only.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +25,17 @@ import torch
 from .catalog import ModelSpec, hf_local_snapshot, package_file
 from .config import InferenceSettings, resolve_device
 from .kernels import load_native
-from .model import LlamaArgs, LlamaModel
-from .quant import CandidateHead, HybridLinear, calibrate, cpu_has_native_bf16
+from .models import Builder, DecoderModel, ModelArgs, StateDict, Weights, build, text_config
+from .quant import CandidateHead, HybridLinear, calibrate, cpu_has_native_bf16, make_linear
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedModel:
-    model: LlamaModel
+    model: DecoderModel
     tokenizer: Any
-    args: LlamaArgs
+    args: ModelArgs
     device: str
     dtype: torch.dtype
     eos_token_ids: frozenset[int]
@@ -41,8 +47,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
+def gguf_path(spec: ModelSpec) -> Path | None:
+    """The GGUF file ``spec`` reads, or None for a checkpoint folder or hub repo."""
+    if spec.source_kind == "package":
+        gguf = package_file(spec.source_ref)
+        if gguf is None:
+            raise FileNotFoundError(f"package file {spec.source_ref} not found")
+        return gguf
+    if spec.source_kind == "path" and spec.source_ref.endswith(".gguf"):
+        return Path(spec.source_ref)
+    return None
+
+
 def checkpoint_dir(spec: ModelSpec, settings: InferenceSettings) -> Path:
-    """Directory with config.json, tokenizer files and safetensors weights for ``spec``."""
+    """Directory with config.json, tokenizer files and safetensors weights for ``spec``
+    (a GGUF is converted once to a dense checkpoint: references for tests and benchmarks)."""
     kind, ref = spec.source_kind, spec.source_ref
     gguf: Path | None = None
     if kind == "package":
@@ -116,8 +135,10 @@ def _load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
 def _gguf_linear_kind(spec: ModelSpec) -> str | None:
     """``int4``/``int8`` when ``spec`` is a GGUF whose attention and MLP weights are
     4-bit (Q4_0/Q4_1) or 8-bit (Q8_0) blocks; None otherwise."""
-    gguf = package_file(spec.source_ref) if spec.source_kind == "package" else (
-        Path(spec.source_ref) if spec.source_kind == "path" and spec.source_ref.endswith(".gguf") else None)
+    try:
+        gguf = gguf_path(spec)
+    except FileNotFoundError:
+        return None
     if gguf is None:
         return None
     try:
@@ -179,34 +200,77 @@ def _bitsandbytes_linear(weight: torch.Tensor, device: str) -> Any:
     n, k = weight.shape
     q = bnb.nn.Linear8bitLt(k, n, bias=False, has_fp16_weights=False, threshold=6.0)
     q.weight = bnb.nn.Int8Params(weight.to(torch.float16), requires_grad=False, has_fp16_weights=False)
-    module = q.to(device)
-    return lambda x: module(x[None])[0]
+    return _ModuleLinear(q.to(device), n, k)
+
+
+class _ModuleLinear:
+    """A ``torch.nn`` linear module called on ``[M, K]`` rows."""
+
+    def __init__(self, module: Any, out_features: int, in_features: int) -> None:
+        self.module, self.out_features, self.in_features = module, out_features, in_features
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x[None])[0]  # type: ignore[no-any-return]
+
+
+def _cache_dir(gguf: Path, settings: InferenceSettings) -> Path:
+    return settings.model_cache_dir / _slug(f"{gguf.stem}-{gguf.stat().st_size}")
+
+
+def gguf_tokenizer(gguf: Path, settings: InferenceSettings) -> Any:
+    """The tokenizer transformers builds from the GGUF's metadata, saved under
+    ``MODEL_CACHE_DIR`` the first time and read from there after."""
+    from transformers import AutoTokenizer
+
+    cached = _cache_dir(gguf, settings) / "tokenizer"
+    if (cached / "tokenizer_config.json").exists():
+        return AutoTokenizer.from_pretrained(cached)
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = cached.with_name(f"tokenizer.tmp{os.getpid()}")
+    tokenizer.save_pretrained(tmp)
+    if cached.exists():
+        shutil.rmtree(cached)
+    os.replace(tmp, cached)
+    logger.info("built the tokenizer of %s in %.1fs (cached in %s)", gguf.name, time.perf_counter() - started, cached)
+    return tokenizer
+
+
+def read_source(spec: ModelSpec, settings: InferenceSettings) -> tuple[Any, Any, Weights]:
+    """``(config, tokenizer, weights)`` of ``spec``, the weights read lazily."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    gguf = gguf_path(spec)
+    if gguf is not None:
+        from .gguf_weights import GGUFWeights
+
+        config = text_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name))
+        return config, gguf_tokenizer(gguf, settings), GGUFWeights(gguf, config)
+    directory = checkpoint_dir(spec, settings)
+    config = text_config(AutoConfig.from_pretrained(directory))
+    return config, AutoTokenizer.from_pretrained(directory), StateDict(_load_state_dict(directory))
 
 
 def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
-    """Load ``spec`` onto the configured device. Raises on missing weights or bad config."""
-    from transformers import AutoConfig, AutoTokenizer
-
+    """Load ``spec`` onto the configured device. Raises on missing weights or an
+    architecture no family file describes."""
     started = time.perf_counter()
     device = resolve_device(settings.device)
-    directory = checkpoint_dir(spec, settings)
-    config = AutoConfig.from_pretrained(directory)
-    args = LlamaArgs.from_hf_config(config)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    config, tokenizer, weights = read_source(spec, settings)
+    args = ModelArgs.from_hf_config(config)
     plan = ExecutionPlan.choose(spec, device, settings)
-    state = _load_state_dict(directory)
-    kind = "dense" if plan.linear_kind == "bitsandbytes" else plan.linear_kind
     native = load_native(settings.model_cache_dir / "kernels") if device == "cpu" and settings.native_kernels else None
-    model = LlamaModel.from_state_dict(args, state, plan.dtype, device, kind, plan.head_kind,
-                                       native.int4_linear if native is not None else None)
-    if plan.linear_kind == "bitsandbytes":
-        for layer in model.layers:
-            for name in ("qkv", "o", "gate_up", "down"):
-                setattr(layer, name, _bitsandbytes_linear(getattr(layer, name).weight, device))
-    del state
-    if native is not None and native.decode_attention.supports(plan.dtype):
-        model.decode_attention = native.decode_attention
-        model.layer_ops = native.layer_ops
+    native_int4 = native.int4_linear if native is not None else None
+
+    def make(weight: torch.Tensor, kind: str) -> Any:
+        if kind == "bitsandbytes":
+            return _bitsandbytes_linear(weight, device)
+        return make_linear(weight.to(device), kind, plan.dtype, native_int4)
+
+    builder = Builder(config, weights, plan.dtype, device, make, plan.linear_kind, plan.head_kind,
+                      native if native is not None and native.decode_attention.supports(plan.dtype) else None)
+    model = build(builder)
+    del weights
     hybrids = [lin for lin in model.linears() if isinstance(lin, HybridLinear)]
     if hybrids:
         calibrate(hybrids, plan.dtype, head=model.head if isinstance(model.head, CandidateHead) else None)
@@ -217,6 +281,6 @@ def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
     elif isinstance(gen_eos, list):
         eos.update(gen_eos)
     elapsed = time.perf_counter() - started
-    logger.info("loaded %s on %s (%s, quantization=%s, %s) in %.1fs", spec.name, device,
-                plan.dtype, plan.quantization, "native kernels" if model.layer_ops else "torch ops", elapsed)
+    logger.info("loaded %s (%s) on %s (%s, quantization=%s, %s) in %.1fs", spec.name, args.model_type, device,
+                plan.dtype, plan.quantization, "native kernels" if builder.ops else "torch ops", elapsed)
     return LoadedModel(model, tokenizer, args, device, plan.dtype, frozenset(eos), plan.quantization, elapsed)

@@ -11,7 +11,8 @@ import logging
 
 import torch
 
-from .model import AttentionBatch, LlamaModel, PrefillRow
+from .layers import AttentionBatch, PrefillRow
+from .models import DecoderModel
 from .scheduler import ScheduledSeq, SchedulerOutput
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ SPLIT_PAST_MIN_CHUNK = 64
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaModel, num_blocks: int, block_size: int, cache_dtype: torch.dtype) -> None:
+    def __init__(self, model: DecoderModel, num_blocks: int, block_size: int, cache_dtype: torch.dtype) -> None:
         self.model = model
         self.device = model.device
         self.block_size = block_size
@@ -123,7 +124,7 @@ class ModelRunner:
             elif s.start:
                 # query i (position start + i) sees keys at positions <= start + i
                 mask = (torch.arange(s.end)[None, :] <= torch.arange(s.start, s.end)[:, None]).to(dev)
-            rows.append(PrefillRow(cursor, cursor + n, context, mask, past))
+            rows.append(PrefillRow(cursor, cursor + n, context, mask, past, start=s.start))
             cursor += n
         finishing = [i for i, s in enumerate(ordered) if s.is_last]
         token_index = []
@@ -148,6 +149,7 @@ class ModelRunner:
             decode_tables=decode_tables,
             decode_seq_lens=decode_seq_lens,
             block_size=self.block_size,
+            decode_key_counts=[s.end for s in decodes],
         )
         logits = self.model.forward(torch.tensor(ids, device=dev), batch, self.kv)  # [R, V], R may be 0
         return [ordered[i] for i in finishing], logits

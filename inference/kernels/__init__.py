@@ -96,7 +96,7 @@ def _build(cache_dir: Path) -> Path | None:
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
-_ARGTYPES = [_P, _I, _P, _P, _P, _I, _P, _I, _I, _I, _I, _I, ctypes.c_float, _P, ctypes.c_int]
+_ARGTYPES = [_P, _I, _P, _P, _P, _I, _P, _I, _I, _I, _I, _I, ctypes.c_float, _I, ctypes.c_float, _P, ctypes.c_int]
 
 
 class DecodeAttention:
@@ -115,10 +115,12 @@ class DecodeAttention:
         return dtype in self._functions
 
     def __call__(self, q: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, tables: torch.Tensor,
-                 lengths: torch.Tensor, block_size: int, out: torch.Tensor) -> torch.Tensor:
+                 lengths: torch.Tensor, block_size: int, out: torch.Tensor, scale: float | None = None,
+                 window: int = 0, softcap: float = 0.0) -> torch.Tensor:
         """``q`` ``[Nd, Hq, D]`` (rows may be strided, heads contiguous); caches ``[S, Hkv, D]``
         contiguous; ``tables`` ``[Nd, B]`` and ``lengths`` ``[Nd]`` int32; ``out`` ``[Nd, Hq, D]``
-        contiguous, filled and returned."""
+        contiguous, filled and returned. ``scale`` defaults to ``D ** -0.5``; ``window`` > 0
+        reads only each row's last ``window`` keys; ``softcap`` > 0 caps the scores (Gemma 2)."""
         nd, hq, d = q.shape
         hkv = cache_k.shape[1]
         if (q.stride(2) != 1 or q.stride(1) != d or not cache_k.is_contiguous() or not cache_v.is_contiguous()
@@ -127,8 +129,8 @@ class DecodeAttention:
             raise ValueError("decode attention: unexpected layout")
         status = self._functions[q.dtype](
             q.data_ptr(), q.stride(0), cache_k.data_ptr(), cache_v.data_ptr(), tables.data_ptr(),
-            tables.shape[1], lengths.data_ptr(), nd, hq, hkv, d, block_size, d ** -0.5, out.data_ptr(),
-            torch.get_num_threads())
+            tables.shape[1], lengths.data_ptr(), nd, hq, hkv, d, block_size, d ** -0.5 if scale is None else scale,
+            window, softcap, out.data_ptr(), torch.get_num_threads())
         if status:
             raise RuntimeError(f"decode attention kernel failed (status {status})")
         return out
@@ -154,6 +156,7 @@ class LayerOps:
             "add_rms_norm": [_P, _I, _P, _P, _P, _I, _I, ctypes.c_float, ctypes.c_int],
             "rope_store": [_P, _I, _P, _P, _P, _I, _I, _I, _P, _P, _P, ctypes.c_int],
             "silu_mul": [_P, _P, _I, _I, ctypes.c_int],
+            "gelu_tanh_mul": [_P, _P, _I, _I, ctypes.c_int],
         }
         for name, argtypes in signatures.items():
             for dtype, suffix in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
@@ -198,16 +201,20 @@ class LayerOps:
             qkv.data_ptr(), rows, positions.data_ptr(), cos.data_ptr(), sin.data_ptr(), hq, hkv, d,
             cache_k.data_ptr(), cache_v.data_ptr(), slots.data_ptr(), torch.get_num_threads()), "rope_store")
 
-    def silu_mul(self, gu: torch.Tensor) -> torch.Tensor:
+    def silu_mul(self, gu: torch.Tensor, name: str = "silu_mul") -> torch.Tensor:
         """``silu(gate) * up`` of ``gu`` ``[T, 2 I]`` (gate first) -> ``[T, I]``."""
         gu = gu.contiguous()
         rows, width = gu.shape
         if width % 2:
             raise ValueError("silu_mul: unexpected layout")
         out = torch.empty((rows, width // 2), dtype=gu.dtype, device=gu.device)
-        _check(self._fns[("silu_mul", gu.dtype)](gu.data_ptr(), out.data_ptr(), rows, width // 2,
-                                                 torch.get_num_threads()), "silu_mul")
+        _check(self._fns[(name, gu.dtype)](gu.data_ptr(), out.data_ptr(), rows, width // 2,
+                                           torch.get_num_threads()), name)
         return out
+
+    def gelu_tanh_mul(self, gu: torch.Tensor) -> torch.Tensor:
+        """``gelu_tanh(gate) * up`` of ``gu`` ``[T, 2 I]`` (gate first) -> ``[T, I]``."""
+        return self.silu_mul(gu, "gelu_tanh_mul")
 
 
 class Int4Linear:

@@ -12,7 +12,7 @@
  *   rope_store    qkv [rows][(hq + 2 hkv) d] contiguous: q and k heads rotated in place,
  *                 then k and v copied to cache slot slots[r] of cache_k/cache_v [S][hkv][d];
  *                 cos/sin [positions][d] (sin sign-folded: rope(x) = x cos + roll(x, d/2) sin)
- *   silu_mul      gu [rows][2 inter] contiguous -> out [rows][inter]
+ *   silu_mul      gu [rows][2 inter] contiguous -> out [rows][inter] (gelu_tanh_mul alike)
  */
 #include <math.h>
 #include <stdint.h>
@@ -84,6 +84,21 @@ int silu_mul_##SUFFIX(const T *gu, T *out, int64_t rows, int64_t inter, int nthr
         for (int64_t i = 0; i < inter; i++) {                                                    \
             const float a = LOAD(g[i]);                                                          \
             o[i] = STORE(a / (1.0f + expf(-a)) * LOAD(u[i]));                                    \
+        }                                                                                        \
+    }                                                                                            \
+    return 0;                                                                                    \
+}                                                                                                \
+                                                                                                 \
+/* gelu(gate, tanh approximation) * up, as Gemma's MLP */                                         \
+int gelu_tanh_mul_##SUFFIX(const T *gu, T *out, int64_t rows, int64_t inter, int nthreads) {     \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static) if(rows >= PARALLEL_ROWS)") \
+    for (int64_t r = 0; r < rows; r++) {                                                         \
+        const T *g = gu + r * 2 * inter, *u = g + inter;                                         \
+        T *o = out + r * inter;                                                                  \
+        for (int64_t i = 0; i < inter; i++) {                                                    \
+            const float a = LOAD(g[i]);                                                          \
+            const float t = tanhf(0.7978845608028654f * (a + 0.044715f * a * a * a));           \
+            o[i] = STORE(0.5f * a * (1.0f + t) * LOAD(u[i]));                                    \
         }                                                                                        \
     }                                                                                            \
     return 0;                                                                                    \

@@ -38,7 +38,7 @@ async def test_a_long_conversation_batched_with_short_ones_keeps_every_answer(fp
     """Rows whose contexts differ a lot: the native kernel reads each row's own keys; without
     it they attend row by row (ragged), not padded to the longest. Either way each answer is
     the one it gets alone."""
-    from inference import model as model_module
+    from inference.layers import Attention
 
     engine = fp32_engine
     model = engine.runner.model
@@ -52,16 +52,17 @@ async def test_a_long_conversation_batched_with_short_ones_keeps_every_answer(fp
             used.append(q.shape[0] > 1)
             return real_kernel(q, *args)
 
-        monkeypatch.setattr(model, "decode_attention", spy_kernel)
+        for block in model.blocks:
+            monkeypatch.setattr(block.attn, "decode_kernel", spy_kernel)
     else:
-        real = model_module._decode_rows
-        monkeypatch.setattr(model, "decode_attention", None)
+        real = Attention._decode
+        monkeypatch.setattr(model, "decode_attention", None)  # the runner gathers keys for SDPA
 
-        def spy(qd, cache_k, cache_v, batch):  # type: ignore[no-untyped-def]
+        def spy(self, q, batch, cache_k, cache_v):  # type: ignore[no-untyped-def]
             used.append(batch.decode_lengths is not None)
-            return real(qd, cache_k, cache_v, batch)
+            return real(self, q, batch, cache_k, cache_v)
 
-        monkeypatch.setattr(model_module, "_decode_rows", spy)
+        monkeypatch.setattr(Attention, "_decode", spy)
     greedy = SamplingParams(max_tokens=16, temperature=0)
     passage = " ".join(f"Line {i}: the river keeps flowing past the old mill." for i in range(60))
     prompts = [ids(engine, f"{passage}\nWhat does the river do?")] + [ids(engine, q) for q in QUESTIONS[:3]]

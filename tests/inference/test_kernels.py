@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from inference.kernels import load_native
-from inference.model import PrefillRow, rms_norm
+from inference.layers import AttentionBatch, PrefillRow, Rotary
+from inference.layers.attention import attend_after_past
+from inference.layers.norm import rms_norm
 from inference.quant import DenseLinear
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
@@ -122,12 +124,11 @@ def test_add_rms_norm_adds_the_residual_in_place_and_normalizes(native, dtype, r
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("rows", [1, 3, 20])
 def test_rope_store_rotates_q_and_k_and_writes_k_and_v_to_their_slots(native, dtype, rows) -> None:  # type: ignore[no-untyped-def]
-    from inference.model import LlamaArgs, LlamaModel
-
     torch.manual_seed(3)
     hq, hkv, d = 6, 2, 32
-    args = LlamaArgs(100, 64, 128, 1, hq, hkv, d, 1e-5, 10000.0, 512, True)
-    cos, sin = LlamaModel.rope_tables(args, 512, dtype, "cpu")
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    rotary = Rotary(inv_freq, 1.0, d, 512, dtype, "cpu", None)
+    cos, sin = rotary.cos, rotary.sin
     qkv = torch.randn(rows, (hq + 2 * hkv) * d).to(dtype)
     positions = torch.randint(0, 512, (rows,))
     slots = torch.randperm(64)[:rows]
@@ -157,49 +158,42 @@ def test_the_model_with_native_ops_computes_what_torch_ops_compute() -> None:
 
     from inference import pool
     from inference.loader import load_model
-    from inference.model import AttentionBatch
     from tests.support import builtin_spec
 
     settings = dataclasses.replace(pool.settings, dtype="float32")
-    model = load_model(builtin_spec(), settings).model
-    assert model.layer_ops is not None and model.decode_attention is not None
-    a = model.args
+    native_model = load_model(builtin_spec(), settings).model
+    torch_model = load_model(builtin_spec(), dataclasses.replace(settings, native_kernels=False)).model
+    assert native_model.decode_attention is not None and torch_model.decode_attention is None
+    a = native_model.args
     kv = torch.zeros(a.num_hidden_layers, 2, 64, a.num_key_value_heads, a.head_dim)
     ids = torch.tensor([1, 504, 3458, 314, 260, 2951, 30])
     n = len(ids)
 
-    def run(native: bool) -> torch.Tensor:
-        ops, attention = model.layer_ops, model.decode_attention
-        if not native:
-            model.layer_ops = model.decode_attention = None
-        try:
-            kv.zero_()
-            prompt = AttentionBatch(torch.arange(16, 16 + n - 1), torch.arange(n - 1), 0, None, None, 0, None, None,
-                                    [PrefillRow(0, n - 1, [(16, n - 1)], None)], None, block_size=16)
-            model.forward(ids[:-1], prompt, kv)
-            tables = torch.tensor([[1]], dtype=torch.int32)
-            step = AttentionBatch(torch.tensor([16 + n - 1]), torch.tensor([n - 1]), 1, [(16, n)], None, n, None,
-                                  None, [], None, tables if native else None,
-                                  torch.tensor([n], dtype=torch.int32) if native else None, 16)
-            return model.forward(ids[-1:], step, kv)
-        finally:
-            model.layer_ops, model.decode_attention = ops, attention
+    def run(model) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        native = model.decode_attention is not None
+        kv.zero_()
+        prompt = AttentionBatch(torch.arange(16, 16 + n - 1), torch.arange(n - 1), 0, None, None, 0, None, None,
+                                [PrefillRow(0, n - 1, [(16, n - 1)], None)], None, block_size=16)
+        model.forward(ids[:-1], prompt, kv)
+        tables = torch.tensor([[1]], dtype=torch.int32)
+        step = AttentionBatch(torch.tensor([16 + n - 1]), torch.tensor([n - 1]), 1, [(16, n)], None, n, None,
+                              None, [], None, tables if native else None,
+                              torch.tensor([n], dtype=torch.int32) if native else None, 16, decode_key_counts=[n])
+        return model.forward(ids[-1:], step, kv)
 
-    native_logits, torch_logits = run(True), run(False)
+    native_logits, torch_logits = run(native_model), run(torch_model)
     assert torch.allclose(native_logits, torch_logits, atol=1e-3, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("chunk", "past"), [(70, 32), (64, 1), (200, 500)])
 def test_a_chunk_after_a_past_attends_as_with_the_full_mask(chunk: int, past: int) -> None:
     """Past keys and the chunk's own keys in two parts, merged: what the [L, past + L] mask gives."""
-    from inference.model import _attend_after_past
-
     torch.manual_seed(4)
     q = torch.randn(1, 9, chunk, 64)
     keys, values = torch.randn(1, 3, past + chunk, 64), torch.randn(1, 3, past + chunk, 64)
     mask = torch.arange(past + chunk)[None, :] <= torch.arange(past, past + chunk)[:, None]
     want = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-    assert torch.allclose(_attend_after_past(q, keys, values, past), want, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(attend_after_past(q, keys, values, past, None), want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9])

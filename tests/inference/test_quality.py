@@ -16,7 +16,8 @@ import torch
 from inference import pool
 from inference.block_manager import BlockManager
 from inference.loader import checkpoint_dir, load_model
-from inference.model import LlamaArgs, LlamaModel
+from inference.models import Builder, DecoderModel, StateDict, build
+from inference.quant import make_linear
 from inference.runner import ModelRunner
 from inference.scheduler import ScheduledSeq, SchedulerOutput
 from inference.sequence import SamplingParams, Sequence
@@ -64,7 +65,7 @@ def fast():  # type: ignore[no-untyped-def]
 class Stepper:
     """Drives one sequence through the paged runner, a chosen number of tokens per step."""
 
-    def __init__(self, model: LlamaModel, ids: list[int]) -> None:
+    def __init__(self, model: DecoderModel, ids: list[int]) -> None:
         self.bm = BlockManager(num_blocks=len(ids) // 16 + 4, block_size=16, enable_prefix_caching=False)
         self.runner = ModelRunner(model, self.bm.num_blocks, 16, model.dtype)
         self.seq = Sequence("q", list(ids), SamplingParams(), max_model_len=8192)
@@ -79,7 +80,7 @@ class Stepper:
         return logits[0]
 
 
-def decode_logits(model: LlamaModel, ids: list[int]) -> torch.Tensor:
+def decode_logits(model: DecoderModel, ids: list[int]) -> torch.Tensor:
     """Logits ``[len - 1, V]`` predicting tokens 1.., one token per step (decode)."""
     stepper = Stepper(model, ids)
     return torch.stack([stepper.run(pos, pos + 1) for pos in range(len(ids) - 1)])
@@ -97,7 +98,8 @@ def test_the_decoder_matches_transformers_logits_on_the_same_weights(reference) 
 
     directory = checkpoint_dir(builtin_spec(), pool.settings)
     state = load_file(str(directory / "model.safetensors"))
-    ours = LlamaModel.from_state_dict(LlamaArgs.from_hf_config(reference.config), state, torch.float32, "cpu")
+    ours = build(Builder(reference.config, StateDict(state), torch.float32, "cpu",
+                         lambda w, kind: make_linear(w, kind, torch.float32)))
     ids = reference_tokens(PASSAGE)[:96]
     with torch.no_grad():
         expected = reference(torch.tensor([ids])).logits[0]  # [S, V]: row i predicts token i + 1
@@ -147,7 +149,7 @@ def test_greedy_answers_agree_with_float32_on_most_prompts(reference, fast) -> N
     assert agree >= len(PROMPTS) * 3 // 4
 
 
-def greedy(model: LlamaModel, ids: list[int], n: int, eos: frozenset[int]) -> list[int]:
+def greedy(model: DecoderModel, ids: list[int], n: int, eos: frozenset[int]) -> list[int]:
     bm = BlockManager(num_blocks=(len(ids) + n) // 16 + 4, block_size=16, enable_prefix_caching=False)
     runner = ModelRunner(model, bm.num_blocks, 16, model.dtype)
     seq = Sequence("g", ids, SamplingParams(temperature=0), max_model_len=8192)

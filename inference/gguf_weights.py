@@ -1,0 +1,96 @@
+"""A GGUF file's tensors read in place (gguf-py, memory-mapped), under Hugging Face names.
+
+No dense copy of the model is made on disk or in memory: each tensor is dequantized when a
+part asks for it (norms, biases, embeddings, weights without a kernel), and linears whose
+blocks have a kernel keep the file's own bytes (``inference/gguf_linear.py``). The names and
+the two conversions llama.cpp applies when it writes a file are undone here, as
+transformers' GGUF loader does: Llama's Q and K rows are interleaved for its rope, and
+Gemma's norm weights are stored plus one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .layers import Linear
+    from .models import Builder
+
+
+def gguf_architecture(path: Path) -> str:
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(path)).fields["general.architecture"]
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+class GGUFWeights:
+    """``Weights`` (see ``inference/models/base.py``) over a GGUF file."""
+
+    def __init__(self, path: Path, config: Any) -> None:
+        from gguf import MODEL_ARCH_NAMES, GGUFReader, get_tensor_name_map
+
+        self.path = path
+        self.reader = GGUFReader(str(path))  # np.memmap: tensors are read when touched
+        self.tensors = {t.name: t for t in self.reader.tensors}
+        field = self.reader.fields["general.architecture"]
+        self.architecture = bytes(field.parts[field.data[0]]).decode()
+        arch = next((k for k, v in MODEL_ARCH_NAMES.items() if v == self.architecture), None)
+        if arch is None:
+            raise ValueError(f"unknown GGUF architecture {self.architecture!r}")
+        self.names = get_tensor_name_map(arch, config.num_hidden_layers)
+        self.config = config
+        self.interleaved_qk = self.architecture == "llama"  # llama.cpp permutes Q/K rows of Llama only
+        self.norm_plus_one = self.architecture in ("gemma", "gemma2", "gemma3")
+
+    def gguf_name(self, name: str) -> str | None:
+        base, suffix = name.rsplit(".", 1)
+        mapped = self.names.get_name(base)
+        return f"{mapped}.{suffix}" if mapped else None
+
+    def tensor(self, name: str) -> Any:
+        """The gguf-py tensor of Hugging Face ``name``; KeyError when the file has none."""
+        mapped = self.gguf_name(name)
+        if mapped is None or mapped not in self.tensors:
+            raise KeyError(name)
+        return self.tensors[mapped]
+
+    def has(self, name: str) -> bool:
+        mapped = self.gguf_name(name)
+        return mapped is not None and mapped in self.tensors
+
+    def row_order(self, name: str, rows: int) -> np.ndarray | None:
+        """The permutation that restores Hugging Face's row order of a Llama Q or K weight
+        (None for any other tensor): rows are whole blocks, so it applies to quantized bytes too."""
+        if not self.interleaved_qk or not name.endswith(("q_proj.weight", "k_proj.weight", "q_proj.bias",
+                                                            "k_proj.bias")):
+            return None
+        heads = self.config.num_attention_heads
+        if "k_proj" in name:
+            heads = getattr(self.config, "num_key_value_heads", None) or heads
+        return np.arange(rows).reshape(heads, rows // heads // 2, 2).swapaxes(1, 2).reshape(-1)
+
+    def dense(self, name: str) -> torch.Tensor:
+        from gguf import GGMLQuantizationType, dequantize
+
+        t = self.tensor(name)
+        shape = tuple(int(n) for n in reversed(t.shape))  # ggml lists the fastest dimension first
+        if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            array = np.asarray(t.data, dtype=np.float32).reshape(shape)
+        else:
+            array = dequantize(t.data, t.tensor_type).reshape(shape)
+        order = self.row_order(name, shape[0])
+        if order is not None:
+            array = array[order]
+        weight = torch.from_numpy(np.array(array, dtype=np.float32))  # a copy: the map is read-only
+        if self.norm_plus_one and "norm" in name:
+            weight = weight - 1
+        return weight
+
+    def linear(self, names: list[str], build: Builder) -> Linear | None:
+        from .gguf_linear import gguf_linear
+
+        return gguf_linear(self, names, build)
