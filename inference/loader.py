@@ -47,8 +47,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
-def gguf_path(spec: ModelSpec) -> Path | None:
-    """The GGUF file ``spec`` reads, or None for a checkpoint folder or hub repo."""
+def gguf_path(spec: ModelSpec, cache_dir: Path | None = None) -> Path | None:
+    """The GGUF file ``spec`` reads, or None for a checkpoint folder or hub repo; an
+    ``assembled:`` source is assembled into ``cache_dir`` the first time (sha256 checked)."""
+    if spec.source_kind == "assembled":
+        import importlib
+
+        glue = importlib.import_module(spec.source_ref)
+        target = (cache_dir or Path.home() / ".cache" / "wai-models") / glue.MODEL_NAME
+        return Path(glue.assemble(target))
     if spec.source_kind == "package":
         gguf = package_file(spec.source_ref)
         if gguf is None:
@@ -64,7 +71,9 @@ def checkpoint_dir(spec: ModelSpec, settings: InferenceSettings) -> Path:
     (a GGUF is converted once to a dense checkpoint: references for tests and benchmarks)."""
     kind, ref = spec.source_kind, spec.source_ref
     gguf: Path | None = None
-    if kind == "package":
+    if kind == "assembled":
+        gguf = gguf_path(spec, settings.model_cache_dir)
+    elif kind == "package":
         gguf = package_file(ref)
         if gguf is None:
             raise FileNotFoundError(f"package file {ref} not found")
@@ -132,12 +141,12 @@ def _load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _gguf_linear_kind(spec: ModelSpec) -> str | None:
+def _gguf_linear_kind(spec: ModelSpec, settings: InferenceSettings) -> str | None:
     """``int4``/``int8`` when ``spec`` is a GGUF whose attention and MLP weights are
     4-bit (Q4_0/Q4_1) or 8-bit (Q8_0) blocks; None otherwise."""
     try:
-        gguf = gguf_path(spec)
-    except FileNotFoundError:
+        gguf = gguf_path(spec, settings.model_cache_dir)
+    except (FileNotFoundError, ImportError, ValueError):
         return None
     if gguf is None:
         return None
@@ -187,7 +196,7 @@ class ExecutionPlan:
             return cls(dtype, "dense", "dense", "none (weight-only kernels need native bf16)")
         if spec.precision in ("int8", "int4"):
             return cls(dtype, spec.precision, "int8", f"{spec.precision} weight-only")
-        source = _gguf_linear_kind(spec)
+        source = _gguf_linear_kind(spec, settings)
         if source is None:
             return cls(dtype, "dense", "dense", "none")
         head = "int4+int8" if source == "int4" else "int8"  # quant.CandidateHead
@@ -240,7 +249,7 @@ def read_source(spec: ModelSpec, settings: InferenceSettings) -> tuple[Any, Any,
     """``(config, tokenizer, weights)`` of ``spec``, the weights read lazily."""
     from transformers import AutoConfig, AutoTokenizer
 
-    gguf = gguf_path(spec)
+    gguf = gguf_path(spec, settings.model_cache_dir)
     if gguf is not None:
         from .gguf_weights import GGUFWeights
 
