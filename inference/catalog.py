@@ -21,13 +21,14 @@ GEMMA3_MODEL = "@cf/google/gemma-3-270m"
 class ModelSpec:
     """What the pool needs to build an engine.
 
-    ``source`` is one of ``package:<module>/<file>`` (weights shipped in a Python
-    package), ``assembled:<module>`` (a GGUF shipped in chunk packages whose glue module
-    ``assemble()``s it, checking its sha256, into ``MODEL_CACHE_DIR``), ``hf:<repo id>`` (Hugging Face hub repo, local cache unless downloads are
-    allowed), ``path:<dir or .gguf file>``, or ``openai:<base URL ending in /v1>`` (served by
-    a remote OpenAI-compatible server: vLLM, TGI, SGLang, llama-server, Ollama, another
-    instance of this project; ``upstreams`` adds more URLs of the same model, ``upstream_model``
-    is its name there, ``api_key_env`` the environment variable holding its API key).
+    ``source`` is one of ``package:<module>/<file>`` (weights shipped in a Python package),
+    ``assembled:<module>`` (a GGUF shipped in chunk packages whose glue module ``assemble()``s it,
+    checking its sha256, into ``MODEL_CACHE_DIR``), ``hf:<repo id>`` (Hugging Face hub repo, local
+    cache unless downloads are allowed), ``path:<dir or .gguf file>``, or ``openai:<base URL ending
+    in /v1>`` (served by a remote OpenAI-compatible server: vLLM, TGI, SGLang, llama-server, Ollama,
+    another instance of this project; ``upstreams`` adds more URLs of the same model,
+    ``upstream_model`` is its name there, ``api_key_env`` the environment variable holding its API
+    key).
     """
 
     name: str

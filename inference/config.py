@@ -27,6 +27,8 @@ class InferenceSettings:
     allow_downloads: bool = False
     num_threads: int = 0  # 0: leave torch's default
     native_kernels: bool = True  # CPU: build inference/kernels with the C compiler (else torch's ops)
+    cpu_isa: str = "native"  # native | avx2 | scalar: the instruction set the native kernels are built for
+    dense_copy_mb: int = 1024  # GGUF weights dequantized for many-row steps are kept if they fit, else made per call
     keep_alive: int = 1800  # seconds a local model stays loaded while idle (Ollama's keep_alive); -1: forever
     max_loaded_models: int = 0  # local models loaded at once (the least recently used idle one goes); 0: no cap
 
@@ -78,6 +80,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kv_cache_tokens": (lambda v: v >= 256, "an integer >= 256"),
     "block_size": (lambda v: 1 <= v <= 256, "an integer from 1 to 256"),
     "num_threads": (lambda v: v >= 0, "an integer >= 0"),
+    "cpu_isa": (lambda v: v in ("native", "avx2", "scalar"), "native, avx2 or scalar"),
+    "dense_copy_mb": (lambda v: v >= 0, "an integer >= 0"),
     "keep_alive": (lambda v: v == -1 or v >= 1, "seconds >= 1, or -1 (never unload)"),
     "max_loaded_models": (lambda v: v >= 0, "an integer >= 0"),
 }

@@ -9,6 +9,8 @@ Gemma's norm weights are stored plus one.
 """
 from __future__ import annotations
 
+import mmap
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,4 +95,32 @@ class GGUFWeights:
     def linear(self, names: list[str], build: Builder) -> Linear | None:
         from .gguf_linear import gguf_linear
 
-        return gguf_linear(self, names, build)
+        made = gguf_linear(self, names, build)
+        for name in names:
+            self.release(name)
+        return made
+
+    def embedding(self, name: str, build: Builder) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        from .gguf_linear import gguf_embedding
+
+        made = gguf_embedding(self, name, build)
+        self.release(name)
+        return made
+
+    def release(self, name: str) -> None:
+        """Drop the mapped pages of ``name`` from this process once its bytes are copied: the
+        file stays in the page cache, but a load's peak memory stays near the file's size
+        instead of twice it."""
+        if not self.has(name):
+            return
+        t = self.tensor(name)
+        backing = getattr(self.reader.data, "_mmap", None)
+        if backing is None or not hasattr(backing, "madvise"):
+            return
+        page = mmap.PAGESIZE
+        start = int(t.data_offset) // page * page
+        end = int(t.data_offset) + int(t.n_bytes)
+        try:
+            backing.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (OSError, ValueError):
+            pass

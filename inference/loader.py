@@ -24,8 +24,10 @@ import torch
 
 from .catalog import ModelSpec, hf_local_snapshot, package_file
 from .config import InferenceSettings, resolve_device
-from .kernels import load_native
-from .models import Builder, DecoderModel, ModelArgs, StateDict, Weights, build, text_config
+from .gguf_weights import GGUFWeights
+from .kernels import NativeKernels, load_native
+from .models import Builder, DecoderModel, ModelArgs, StateDict, Weights, build, is_supported, text_config
+from .models.transformers_backend import TransformersModel
 from .quant import CandidateHead, HybridLinear, calibrate, cpu_has_native_bf16, make_linear
 
 logger = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LoadedModel:
-    model: DecoderModel
+    model: DecoderModel | TransformersModel
     tokenizer: Any
     args: ModelArgs
     device: str
@@ -41,6 +43,7 @@ class LoadedModel:
     eos_token_ids: frozenset[int]
     quantization: str  # what ExecutionPlan chose, in words
     load_seconds: float
+    path: str = "native"  # native: a family file of inference/models; transformers: its own classes
 
 
 def _slug(text: str) -> str:
@@ -94,6 +97,8 @@ def checkpoint_dir(spec: ModelSpec, settings: InferenceSettings) -> Path:
         return Path(snapshot_download(ref, allow_patterns=["*.json", "*.safetensors", "tokenizer*"]))
     else:
         raise ValueError(f"unknown source {spec.source!r}")
+    if gguf is None:
+        raise FileNotFoundError(f"no GGUF for {spec.source!r}")
     return _convert_gguf(gguf, settings.model_cache_dir / _slug(f"{gguf.stem}-{gguf.stat().st_size}"))
 
 
@@ -142,8 +147,8 @@ def _load_state_dict(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def _gguf_linear_kind(spec: ModelSpec, settings: InferenceSettings) -> str | None:
-    """``int4``/``int8`` when ``spec`` is a GGUF whose attention and MLP weights are
-    4-bit (Q4_0/Q4_1) or 8-bit (Q8_0) blocks; None otherwise."""
+    """``int4``/``int8`` when ``spec`` is a GGUF whose attention weights are 4-bit (Q4_0/Q4_1)
+    or 8-bit (Q8_0) blocks, ``gguf`` for other block types; None for a checkpoint."""
     try:
         gguf = gguf_path(spec, settings.model_cache_dir)
     except (FileNotFoundError, ImportError, ValueError):
@@ -160,7 +165,7 @@ def _gguf_linear_kind(spec: ModelSpec, settings: InferenceSettings) -> str | Non
         return "int4"
     if kinds == {"Q8_0"}:
         return "int8"
-    return None
+    return "gguf" if kinds else None
 
 
 @dataclass(frozen=True)
@@ -173,14 +178,17 @@ class ExecutionPlan:
     quantization: str  # what the catalog and logs report
 
     @classmethod
-    def choose(cls, spec: ModelSpec, device: str, settings: InferenceSettings) -> ExecutionPlan:
+    def choose(cls, spec: ModelSpec, device: str, settings: InferenceSettings,
+               native: NativeKernels | None = None) -> ExecutionPlan:
         """Pick by device capability, measured facts rather than hopes:
 
         - CUDA: fp16 dense; ``int8`` entries use bitsandbytes LLM.int8.
-        - CPU with native bf16 (AVX512-BF16, AMX): bf16 activations, and weight-only
-          int8/int4 kernels for the few-row steps (2-5x faster than dense there). ``full``
-          keeps a GGUF's own 4-bit blocks (exact) and a dense source dense.
-        - Other CPUs: fp32 dense (the weight-only kernels are slower than fp32 there).
+        - CPU, compute dtype bf16 where the CPU has it natively (AVX512-BF16, AMX), else fp32.
+        - A GGUF (``full``): its own blocks through the block kernels (``gguf_linear``) for
+          few-row steps, on AVX2 and AVX-512 alike; a GGUF of Q4_0/Q4_1 blocks on a bf16 CPU
+          with AVX-512 keeps the 4-bit tile kernel of our own (``int4``), measured faster there.
+        - ``int8``/``int4`` entries on a bf16 CPU: weight-only kernels from dense weights.
+        - Anything else: dense.
         """
         if settings.dtype != "auto":
             forced = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
@@ -192,15 +200,24 @@ class ExecutionPlan:
                 return cls(dtype, "bitsandbytes", "dense", "bitsandbytes-int8")
             return cls(dtype, "dense", "dense", "none")
         dtype = forced or (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
-        if dtype != torch.bfloat16:
-            return cls(dtype, "dense", "dense", "none (weight-only kernels need native bf16)")
-        if spec.precision in ("int8", "int4"):
+        source = _gguf_linear_kind(spec, settings) if spec.precision == "full" else None
+        blocks = getattr(native, "gguf_blocks", None)
+        if source == "int4" and dtype == torch.bfloat16 and native is not None and native.int4_linear.available:
+            return cls(dtype, "int4", "int4+int8", "int4 weight-only (the GGUF's own Q4 blocks)")
+        if source is not None and blocks is not None and dtype in (torch.bfloat16, torch.float32):
+            return cls(dtype, "gguf", "gguf", f"the GGUF's own blocks ({blocks.isa} kernels)")
+        if dtype == torch.bfloat16 and spec.precision in ("int8", "int4"):
             return cls(dtype, spec.precision, "int8", f"{spec.precision} weight-only")
-        source = _gguf_linear_kind(spec, settings)
-        if source is None:
-            return cls(dtype, "dense", "dense", "none")
-        head = "int4+int8" if source == "int4" else "int8"  # quant.CandidateHead
-        return cls(dtype, source, head, f"{source} weight-only (the GGUF's own blocks)")
+        if dtype == torch.bfloat16 and source == "int8":
+            return cls(dtype, "int8", "int8", "int8 weight-only (the GGUF's Q8_0 blocks)")
+        return cls(dtype, "dense", "dense", "none")
+
+
+def _dense_bytes(weights: Weights, dtype: torch.dtype) -> int:
+    """Bytes of the GGUF's matrices dequantized to ``dtype``."""
+    tensors = getattr(weights, "tensors", {})
+    size = torch.empty((), dtype=dtype).element_size()
+    return sum(int(t.n_elements) * size for t in tensors.values() if len(t.shape) >= 2)
 
 
 def _bitsandbytes_linear(weight: torch.Tensor, device: str) -> Any:
@@ -245,19 +262,48 @@ def gguf_tokenizer(gguf: Path, settings: InferenceSettings) -> Any:
     return tokenizer
 
 
-def read_source(spec: ModelSpec, settings: InferenceSettings) -> tuple[Any, Any, Weights]:
-    """``(config, tokenizer, weights)`` of ``spec``, the weights read lazily."""
+def read_source(spec: ModelSpec, settings: InferenceSettings) -> tuple[Any, Any, Path, bool]:
+    """``(config, tokenizer, path, is_gguf)`` of ``spec``: a GGUF file or a checkpoint folder."""
     from transformers import AutoConfig, AutoTokenizer
 
     gguf = gguf_path(spec, settings.model_cache_dir)
     if gguf is not None:
-        from .gguf_weights import GGUFWeights
-
         config = text_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name))
-        return config, gguf_tokenizer(gguf, settings), GGUFWeights(gguf, config)
+        return config, gguf_tokenizer(gguf, settings), gguf, True
     directory = checkpoint_dir(spec, settings)
     config = text_config(AutoConfig.from_pretrained(directory))
-    return config, AutoTokenizer.from_pretrained(directory), StateDict(_load_state_dict(directory))
+    return config, AutoTokenizer.from_pretrained(directory), directory, False
+
+
+def serving_path(config: Any) -> str:
+    """``native`` where a family file describes ``config``'s architecture, else ``transformers``."""
+    return "native" if is_supported(config) else "transformers"
+
+
+def _load_through_transformers(spec: ModelSpec, settings: InferenceSettings, config: Any, tokenizer: Any, path: Path,
+                               is_gguf: bool, device: str, started: float) -> LoadedModel:
+    from .models.transformers_backend import load_transformers_model
+
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    if settings.dtype != "auto":
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
+    model = load_transformers_model(path.parent if is_gguf else path, config, dtype, device,
+                                    path.name if is_gguf else None)
+    elapsed = time.perf_counter() - started
+    logger.info("loaded %s (%s) through transformers' own classes on %s (%s) in %.1fs", spec.name,
+                config.model_type, device, dtype, elapsed)
+    return LoadedModel(model, tokenizer, model.args, device, dtype, _eos_ids(tokenizer, config),
+                       "none (transformers' own model classes)", elapsed, path="transformers")
+
+
+def _eos_ids(tokenizer: Any, config: Any) -> frozenset[int]:
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gen_eos = getattr(config, "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        eos.add(gen_eos)
+    elif isinstance(gen_eos, list):
+        eos.update(gen_eos)
+    return frozenset(eos)
 
 
 def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
@@ -265,31 +311,37 @@ def load_model(spec: ModelSpec, settings: InferenceSettings) -> LoadedModel:
     architecture no family file describes."""
     started = time.perf_counter()
     device = resolve_device(settings.device)
-    config, tokenizer, weights = read_source(spec, settings)
+    config, tokenizer, path, is_gguf = read_source(spec, settings)
     args = ModelArgs.from_hf_config(config)
-    plan = ExecutionPlan.choose(spec, device, settings)
-    native = load_native(settings.model_cache_dir / "kernels") if device == "cpu" and settings.native_kernels else None
+    if not is_supported(config):
+        return _load_through_transformers(spec, settings, config, tokenizer, path, is_gguf, device, started)
+    weights: Weights = GGUFWeights(path, config) if is_gguf else StateDict(_load_state_dict(path))
+    native = (load_native(settings.model_cache_dir / "kernels", settings.cpu_isa)
+              if device == "cpu" and settings.native_kernels else None)
+    plan = ExecutionPlan.choose(spec, device, settings, native)
     native_int4 = native.int4_linear if native is not None else None
 
     def make(weight: torch.Tensor, kind: str) -> Any:
         if kind == "bitsandbytes":
             return _bitsandbytes_linear(weight, device)
-        return make_linear(weight.to(device), kind, plan.dtype, native_int4)
+        return make_linear(weight.to(device), "dense" if kind == "gguf" else kind, plan.dtype, native_int4)
 
+    keep_dense = _dense_bytes(weights, plan.dtype) <= settings.dense_copy_mb * 2**20
     builder = Builder(config, weights, plan.dtype, device, make, plan.linear_kind, plan.head_kind,
-                      native if native is not None and native.decode_attention.supports(plan.dtype) else None)
+                      native if native is not None and native.decode_attention.supports(plan.dtype) else None,
+                      keep_dense_copies=keep_dense)
     model = build(builder)
     del weights
     hybrids = [lin for lin in model.linears() if isinstance(lin, HybridLinear)]
     if hybrids:
         calibrate(hybrids, plan.dtype, head=model.head if isinstance(model.head, CandidateHead) else None)
-    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    gen_eos = getattr(config, "eos_token_id", None)
-    if isinstance(gen_eos, int):
-        eos.add(gen_eos)
-    elif isinstance(gen_eos, list):
-        eos.update(gen_eos)
     elapsed = time.perf_counter() - started
+    quantization = plan.quantization
+    if builder.notes:
+        quantization += ": " + ", ".join(sorted(builder.notes))
+    if plan.linear_kind == "gguf":
+        quantization += "; many-row steps on " + ("a dense copy" if keep_dense else "weights dequantized per call")
     logger.info("loaded %s (%s) on %s (%s, quantization=%s, %s) in %.1fs", spec.name, args.model_type, device,
-                plan.dtype, plan.quantization, "native kernels" if builder.ops else "torch ops", elapsed)
-    return LoadedModel(model, tokenizer, args, device, plan.dtype, frozenset(eos), plan.quantization, elapsed)
+                plan.dtype, quantization, "native kernels" if builder.ops else "torch ops", elapsed)
+    return LoadedModel(model, tokenizer, args, device, plan.dtype, _eos_ids(tokenizer, config), quantization,
+                       elapsed)

@@ -29,7 +29,12 @@ INT4_GROUP_SIZE = 32
 
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16
-    matmuls are emulated and slower than fp32."""
+    matmuls are emulated and slower than fp32. False when ``INFERENCE_CPU_ISA`` forces a
+    narrower path (``avx2``, ``scalar``): the machine then runs as an AVX2 laptop would."""
+    import os
+
+    if os.environ.get("INFERENCE_CPU_ISA", "native").strip() not in ("", "native"):
+        return False
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -180,11 +185,12 @@ class HybridLinear:
     for more. Both compute the same layer; the dense copy is the quantized weight
     dequantized, so a sequence's tokens see the same weights whichever path runs."""
 
-    def __init__(self, kernel: Int8Linear | Int4Linear, dense: torch.Tensor, max_kernel_rows: int = 4) -> None:
+    def __init__(self, kernel: Callable[[torch.Tensor], torch.Tensor],
+                 dense: torch.Tensor | Callable[[torch.Tensor], torch.Tensor], max_kernel_rows: int = 4) -> None:
         self.kernel = kernel
-        self.dense = DenseLinear(dense)
+        self.dense = DenseLinear(dense) if isinstance(dense, torch.Tensor) else dense
         self.max_kernel_rows = max_kernel_rows
-        self.out_features, self.in_features = dense.shape
+        self.out_features, self.in_features = self.dense.out_features, self.dense.in_features  # type: ignore[attr-defined]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] <= self.max_kernel_rows:

@@ -13,6 +13,7 @@ import torch
 
 from .layers import AttentionBatch, PrefillRow
 from .models import DecoderModel
+from .models.transformers_backend import TransformersModel
 from .scheduler import ScheduledSeq, SchedulerOutput
 
 logger = logging.getLogger(__name__)
@@ -30,12 +31,15 @@ SPLIT_PAST_MIN_CHUNK = 64
 
 
 class ModelRunner:
-    def __init__(self, model: DecoderModel, num_blocks: int, block_size: int, cache_dtype: torch.dtype) -> None:
+    def __init__(self, model: DecoderModel | TransformersModel, num_blocks: int, block_size: int,
+                 cache_dtype: torch.dtype) -> None:
         self.model = model
         self.device = model.device
         self.block_size = block_size
         a = model.args
         shape = (a.num_hidden_layers, 2, num_blocks * block_size, a.num_key_value_heads, a.head_dim)
+        if isinstance(model, TransformersModel):  # transformers' own cache instead
+            shape = (0, 0, 0, 0, 0)
         with torch.inference_mode():
             self.kv = torch.zeros(shape, dtype=cache_dtype, device=self.device)
 
@@ -82,6 +86,10 @@ class ModelRunner:
         decodes = [s for s in out.scheduled if s.num_tokens == 1]
         prefills = [s for s in out.scheduled if s.num_tokens > 1]
         ordered = decodes + prefills
+        if isinstance(self.model, TransformersModel):
+            last = [s for s in ordered if s.is_last]
+            per_row = self.model.forward_scheduled(last)
+            return last, (torch.stack(per_row) if per_row else torch.empty(0, self.model.args.vocab_size))
         ids: list[int] = []
         positions: list[int] = []
         slot_mapping: list[int] = []

@@ -31,7 +31,7 @@ def inverse_frequencies(config: Any, head_dim: int, layer_type: str | None = Non
     if rope_type not in STATIC_ROPE_TYPES:
         raise ValueError(f"unsupported rope type {rope_type!r} (served: {', '.join(STATIC_ROPE_TYPES)})")
     if rope_type == "default":
-        base = float(params.get("rope_theta") or getattr(config, "rope_theta", 10000.0))
+        base = float(params.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0)
         factor = float(params.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", 1.0) or 1.0)
         dim = int(head_dim * factor)
         return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)), 1.0

@@ -66,6 +66,10 @@ class Weights(Protocol):
         blocks (a GGUF); None: build it from ``dense``."""
         ...
 
+    def embedding(self, name: str, build: Builder) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Token ids ``[T]`` -> ``[T, H]`` read from the source's own blocks; None: from ``dense``."""
+        ...
+
 
 class StateDict:
     """``Weights`` over a plain ``state_dict`` (a safetensors checkpoint)."""
@@ -82,6 +86,9 @@ class StateDict:
     def linear(self, names: list[str], build: Builder) -> Linear | None:
         return None
 
+    def embedding(self, name: str, build: Builder) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return None
+
 
 class Block(Protocol):
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None, batch: AttentionBatch,
@@ -94,8 +101,11 @@ class Builder:
 
     def __init__(self, config: Any, weights: Weights, dtype: torch.dtype, device: str,
                  make_linear: Callable[[torch.Tensor, str], Linear], linear_kind: str = "dense",
-                 head_kind: str = "dense", native: NativeKernels | None = None) -> None:
+                 head_kind: str = "dense", native: NativeKernels | None = None,
+                 keep_dense_copies: bool = True) -> None:
         self.config, self.weights, self.dtype, self.device = config, weights, dtype, device
+        self.keep_dense_copies = keep_dense_copies  # GGUF blocks: a dense copy for many rows, or per call
+        self.notes: set[str] = set()  # what the loader reports: block types served, types dequantized
         self.args = ModelArgs.from_hf_config(config)
         self.make_linear, self.linear_kind, self.head_kind = make_linear, linear_kind, head_kind
         supported = native is not None and device == "cpu" and native.layer_ops.supports(dtype)
@@ -127,7 +137,7 @@ class Builder:
         return Concat(parts)
 
     def norm(self, name: str, offset: float = 0.0) -> RMSNorm:
-        eps = getattr(self.config, "rms_norm_eps", None) or getattr(self.config, "layer_norm_eps", 1e-6)
+        eps = float(getattr(self.config, "rms_norm_eps", None) or getattr(self.config, "layer_norm_eps", None) or 1e-6)
         return RMSNorm(self.weights.dense(f"{name}.weight").to(self.device), eps, self.dtype, self.ops, offset)
 
     def layer_type(self, i: int) -> str | None:
@@ -177,12 +187,23 @@ class Builder:
                 embed_scale: float | None = None, final_softcap: float | None = None) -> DecoderModel:
         """The whole model: embeddings, ``block(self, i)`` for each layer, the final norm and head."""
         blocks = [block(self, i) for i in range(self.args.num_hidden_layers)]
-        embed = self.weights.dense("model.embed_tokens.weight")
+        name = "model.embed_tokens.weight"
         tied = self.args.tie_word_embeddings or not self.weights.has("lm_head.weight")
-        head = self.head(embed if tied else self.weights.dense("lm_head.weight"))
-        return DecoderModel(self.args, embed.to(device=self.device, dtype=self.dtype), blocks,
-                            self.norm("model.norm", norm_offset), head, self.dtype, self.device,
-                            embed_scale=embed_scale, final_softcap=final_softcap, linears=self.linears)
+        head_name = name if tied else "lm_head.weight"
+        head = self.weights.linear([head_name], self) if self.head_kind != "dense" else None
+        if head is not None:
+            self.linears.append(head)
+        embed: Any = self.weights.embedding(name, self)
+        if embed is None:
+            dense = self.weights.dense(name)
+            if head is None:
+                head = self.head(dense if tied else self.weights.dense(head_name))
+            embed = dense.to(device=self.device, dtype=self.dtype)
+        elif head is None:
+            head = self.head(self.weights.dense(head_name))
+        return DecoderModel(self.args, embed, blocks, self.norm("model.norm", norm_offset), head, self.dtype,
+                            self.device, embed_scale=embed_scale, final_softcap=final_softcap,
+                            linears=self.linears)
 
     def head(self, weight: torch.Tensor) -> Linear:
         from ..quant import CandidateHead, DenseLinear
@@ -197,7 +218,8 @@ class Builder:
 class DecoderModel:
     """Embeddings, blocks, final norm and head, run over the paged KV cache."""
 
-    def __init__(self, args: ModelArgs, embed: torch.Tensor, blocks: list[Block], norm: RMSNorm, head: Linear,
+    def __init__(self, args: ModelArgs, embed: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+                 blocks: list[Block], norm: RMSNorm, head: Linear,
                  dtype: torch.dtype, device: str, *, embed_scale: float | None = None,
                  final_softcap: float | None = None, linears: list[Linear] | None = None) -> None:
         self.args, self.embed, self.blocks, self.norm, self.head = args, embed, blocks, norm, head
@@ -219,7 +241,7 @@ class DecoderModel:
         in ``batch.logits_index``."""
         if self._kv_views is None or self._kv_views[0] is not kv:  # each layer's [S, Hkv, D] views, once
             self._kv_views = (kv, [(kv[i, 0], kv[i, 1]) for i in range(len(self.blocks))])
-        x = F.embedding(input_ids, self.embed)  # [T, H]
+        x = F.embedding(input_ids, self.embed) if isinstance(self.embed, torch.Tensor) else self.embed(input_ids)
         if self.embed_scale is not None:
             x = x * self.embed_scale
         residual: torch.Tensor | None = None
