@@ -34,6 +34,7 @@ class ModelPool:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._settings: InferenceSettings | None = None
+        self._closed = False  # the server is stopping: no engine may start any more
 
     @property
     def settings(self) -> InferenceSettings:
@@ -81,6 +82,8 @@ class ModelPool:
         engine = self._engines.get(spec.name)
         if engine is not None and self._specs.get(spec.name) in (None, spec):
             return engine
+        if self._closed:
+            raise ModelUnavailable(spec.name, "the server is shutting down")
         with self._lock_for(spec.name):
             engine = self._engines.get(spec.name)
             current = self._specs.get(spec.name)
@@ -123,6 +126,9 @@ class ModelPool:
                 self._retry_at[spec.name] = (time.monotonic() + backoff, backoff)
                 self._failures[spec.name] = f"failed to load (details in the server log); retried in {backoff:.0f} s"
                 raise ModelUnavailable(spec.name, self._failures[spec.name]) from exc
+            if self._closed:  # the server began stopping while this one loaded: it must not outlive it
+                engine.shutdown()
+                raise ModelUnavailable(spec.name, "the server is shutting down")
             self._failures.pop(spec.name, None)
             self._retry_at.pop(spec.name, None)
             self._unloaded.discard(spec.name)
@@ -202,6 +208,12 @@ class ModelPool:
         """Install an engine (tests)."""
         self._engines[name] = engine
         self._specs[name] = engine.spec
+
+    def close(self) -> None:
+        """Shut down every engine and refuse to start new ones: the server is stopping (an
+        answer resumed after a crash must not start an engine once SIGTERM has come)."""
+        self._closed = True
+        self.reset()
 
     def reset(self) -> None:
         """Shut down every engine and forget failures."""

@@ -73,7 +73,7 @@ def serve_beside_engine(server: uvicorn.Server) -> None:
         except SystemExit as exc:  # uvicorn exits this way when it cannot start (port taken...)
             exit_code.append(exc.code)
         finally:
-            pool.reset()  # stop the engines: the main thread comes back and the process ends
+            pool.close()  # stop the engines, and refuse new ones: the main thread comes back and the process ends
 
     http = threading.Thread(target=serve, name="http")
     http.start()

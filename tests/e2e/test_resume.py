@@ -50,6 +50,12 @@ def test_an_answer_cut_by_kill_9_finishes_after_the_restart(tmp_path: Path) -> N
             assert stream.status_code == 200
             events = parse_sse(stream.read().decode())
         answer = httpx.get(f"{server.url}/api/conversations/{cid}", headers=auth).json()["result"]["messages"][-1]
+        # SIGTERM stops a server that resumed answers after a crash, as any other (a supervisor
+        # must not need SIGKILL)
+        server.proc.terminate()
+        started = time.monotonic()
+        server.proc.wait(30)
+        assert time.monotonic() - started < 10, server.log()
     finally:
         stop_server(server)
     assert events[-1].done and events[-2].json()["state"] == "done", server.log()
