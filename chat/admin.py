@@ -18,7 +18,8 @@ from .models import ApiToken, CatalogEntry, Conversation, Message, UsageRecord
 @admin.register(CatalogEntry)
 class CatalogEntryAdmin(admin.ModelAdmin):
     list_display = ("name", "precision", "context_length", "max_output_tokens", "is_enabled", "is_default",
-                    "availability")
+                    "availability", "serving")
+    readonly_fields = ("serving",)
     list_editable = ("is_enabled", "context_length", "max_output_tokens")
     list_filter = ("is_enabled", "precision")
     search_fields = ("name", "description", "source")
@@ -26,6 +27,31 @@ class CatalogEntryAdmin(admin.ModelAdmin):
     @admin.display(description="state")
     def availability(self, obj: CatalogEntry) -> str:
         return state(obj)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+
+        class CheckedSource(form):  # type: ignore[misc,valid-type]
+            """A local source is refused with the reason when no path can serve it."""
+
+            def clean(self) -> dict[str, Any]:
+                data: dict[str, Any] = super().clean()
+                source = data.get("source") or ""
+                if source and not source.startswith("openai:") and "source" in self.changed_data:
+                    from inference.loader import describe_source
+                    from inference.model_pool import pool
+
+                    entry = CatalogEntry(name=data.get("name") or "?", source=source,
+                                         precision=data.get("precision") or "full",
+                                         context_length=data.get("context_length") or 1,
+                                         max_output_tokens=data.get("max_output_tokens") or 1)
+                    try:
+                        self.instance.serving = describe_source(entry.to_spec(), pool.settings)
+                    except (FileNotFoundError, ValueError, ImportError) as exc:
+                        self.add_error("source", f"cannot be served: {exc}")
+                return data
+
+        return CheckedSource
 
 
 @admin.register(ApiToken)

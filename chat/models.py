@@ -25,7 +25,7 @@ class CatalogEntry(models.Model):
     description = models.TextField(blank=True)
     source = models.CharField(
         max_length=500,
-        help_text="package:<module>/<file>, hf:<repo id>, path:<directory or .gguf file>, or "
+        help_text="package:<module>/<file>, assembled:<glue module>, hf:<repo id>, path:<directory or .gguf file>, or "
                   "openai:<base URL ending in /v1> (a remote OpenAI-compatible server)",
     )
     upstream_model = models.CharField(max_length=200, blank=True,
@@ -40,6 +40,9 @@ class CatalogEntry(models.Model):
     max_output_tokens = models.PositiveIntegerField(help_text="Maximum tokens generated (sequence length)")
     is_enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False, help_text="The model used when none is chosen")
+    serving = models.CharField(max_length=120, blank=True, editable=False,
+                               help_text="How a local entry is served: a native family (native: llama) or "
+                                         "transformers' own classes (transformers: gpt2); found when its source is set")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

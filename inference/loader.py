@@ -280,6 +280,31 @@ def serving_path(config: Any) -> str:
     return "native" if is_supported(config) else "transformers"
 
 
+def describe_source(spec: ModelSpec, settings: InferenceSettings) -> str:
+    """How ``spec`` would be served, in words (``native: gemma3_text`` or ``transformers: gpt2``),
+    read from its config alone (no weights). Raises ValueError naming the reason for a
+    source that neither path can run (an architecture transformers does not know, a GGUF it
+    cannot parse), FileNotFoundError when the weights are not there."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    gguf = gguf_path(spec, settings.model_cache_dir)
+    try:
+        if gguf is not None:
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        else:
+            config = AutoConfig.from_pretrained(checkpoint_dir(spec, settings))
+    except (ValueError, KeyError, OSError, NotImplementedError) as exc:
+        raise ValueError(f"transformers cannot read this model's config: {exc}") from None
+    config = text_config(config)
+    if is_supported(config):
+        return f"native: {config.model_type}"
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return f"transformers: {config.model_type}"
+    raise ValueError(f"architecture {config.model_type!r} is neither a family of inference/models nor a "
+                     "text-generation model transformers can load")
+
+
 def _load_through_transformers(spec: ModelSpec, settings: InferenceSettings, config: Any, tokenizer: Any, path: Path,
                                is_gguf: bool, device: str, started: float) -> LoadedModel:
     from .models.transformers_backend import load_transformers_model

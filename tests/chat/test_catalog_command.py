@@ -59,3 +59,28 @@ def test_bad_input_is_an_error_with_a_message_and_changes_nothing(args: tuple[st
     with pytest.raises(CommandError, match=message):
         catalog(*args)
     assert list(CatalogEntry.objects.order_by("name").values()) == before
+
+
+@pytest.mark.parametrize(("model_type", "served"), [("llama", "native: llama"), ("qwen3", "native: qwen3"),
+                                                    ("gpt2", "transformers: gpt2")])
+def test_a_local_entry_says_which_path_serves_it(tmp_path, model_type: str, served: str) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoConfig
+
+    AutoConfig.for_model(model_type).save_pretrained(tmp_path)
+    out = catalog("add", "@cf/local/x", "--source", f"path:{tmp_path}", "--context-length", "512",
+                  "--max-output-tokens", "64")
+    assert f"served by {served}" in out
+    assert CatalogEntry.objects.get(name="@cf/local/x").serving == served
+
+
+def test_a_local_entry_no_path_can_serve_is_refused_with_the_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import AutoConfig
+
+    AutoConfig.for_model("t5").save_pretrained(tmp_path)  # an encoder-decoder: not a text-generation decoder
+    with pytest.raises(CommandError, match="architecture 't5'"):
+        catalog("add", "@cf/local/t5", "--source", f"path:{tmp_path}", "--context-length", "512",
+                "--max-output-tokens", "64")
+    with pytest.raises(CommandError, match="weights not found|cannot be served"):
+        catalog("add", "@cf/local/none", "--source", f"path:{tmp_path}/missing", "--context-length", "512",
+                "--max-output-tokens", "64")
+    assert not CatalogEntry.objects.filter(name__startswith="@cf/local/").exists()

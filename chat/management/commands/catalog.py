@@ -20,7 +20,7 @@ from django.db import transaction
 from chat.catalog import state
 from chat.models import CatalogEntry
 
-SOURCE_KINDS = ("package", "hf", "path", "openai")
+SOURCE_KINDS = ("package", "hf", "path", "openai", "assembled")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -38,6 +38,20 @@ def check_source(value: str) -> str:
     if kind == "openai":
         return "openai:" + upstream_url(ref)
     return value
+
+
+def serving(entry: CatalogEntry) -> str:
+    """Which path serves a local entry (``native: llama``, ``transformers: gpt2``); refuses one
+    that neither can run, or whose weights are not on this server, with the reason."""
+    from inference.loader import describe_source
+    from inference.model_pool import pool
+
+    try:
+        return describe_source(entry.to_spec(), pool.settings)
+    except FileNotFoundError as exc:
+        raise CommandError(f"--source {entry.source!r}: weights not found ({exc})") from None
+    except (ValueError, ImportError) as exc:
+        raise CommandError(f"--source {entry.source!r} cannot be served: {exc}") from None
 
 
 def positive(value: str) -> int:
@@ -150,6 +164,8 @@ class Command(BaseCommand):
             raise CommandError("--upstream-model and --api-key-env are for openai: sources")
         if options.get("default"):
             entry.is_default = True
+        if options.get("source") and not entry.source.startswith("openai:"):
+            entry.serving = serving(entry)
         with transaction.atomic():
             entry.save()
 
@@ -162,6 +178,8 @@ class Command(BaseCommand):
         if entry.api_key_env:
             parts.append(f"key from ${entry.api_key_env}")
         parts.append(f"context {entry.context_length}, output {entry.max_output_tokens}")
+        if getattr(entry, "serving", ""):
+            parts.append(f"served by {entry.serving}")
         if entry.is_default:
             parts.append("default")
         if not entry.is_enabled:
