@@ -1,9 +1,10 @@
 """Native CPU kernels, compiled on this machine the first time they are needed.
 
-``decode_attention.c``, ``layer_ops.c`` and ``int4_linear.c`` are plain C (no torch headers, so they build in
-about a second) and are called through ``ctypes`` with the tensors' pointers. It is compiled with ``-march=native``
-and cached under ``cache_dir`` by a key of its source, the compiler and this CPU's flags,
-so a cache copied to another machine is rebuilt rather than run. Where there is no
+``decode_attention.c``, ``layer_ops.c``, ``int4_linear.c`` and ``gguf_blocks.c`` are plain C (no torch
+headers, so they build in seconds) and are called through ``ctypes`` with the tensors' pointers. They are
+compiled with ``-march=native`` (or a narrower instruction set: ``INFERENCE_CPU_ISA``) and cached under
+``cache_dir`` by a key of their source, the flags, the compiler and this CPU's flags, so a cache copied to
+another machine is rebuilt rather than run. Where there is no
 compiler, or the build fails, ``load_native`` returns None and the model keeps
 torch's SDPA: slower, never wrong.
 
@@ -13,7 +14,8 @@ out of their blocks) and 65 us for one row: a fifth of a one-stream token and a 
 a 16-row step, all of it per-call and per-block overhead. Reading the keys in place
 through the block table, this loop takes a fraction of that (``make bench`` and
 ``tests/inference/test_kernels.py`` compare the two). ``int4_linear.c`` multiplies a few rows
-by 4-bit weights, shared evenly between the threads (``docs/architecture.md``).
+by 4-bit weights, shared evenly between the threads (``docs/architecture.md``); ``gguf_blocks.c``
+multiplies a few rows by a GGUF's own blocks of every common type (llama.cpp's kernels, AVX2).
 """
 from __future__ import annotations
 
@@ -35,12 +37,17 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name(name) for name in ("decode_attention.c", "layer_ops.c", "int4_linear.c")]
+SOURCES = [Path(__file__).with_name(name)
+           for name in ("decode_attention.c", "layer_ops.c", "int4_linear.c", "gguf_blocks.c")]
 HEADERS = [Path(__file__).with_name("bf16.h")]  # part of the cache key, not of the command line
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+FLAGS = ["-O3", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+# The instruction set the kernels are built for: the machine's own, or a narrower one so that an
+# AVX-512 machine runs (and tests, and benchmarks) what an AVX2 laptop or an older x86 runs.
+ISAS = {"native": "-march=native", "avx2": "-march=haswell", "scalar": "-march=x86-64"}
+ISA_ENV = "INFERENCE_CPU_ISA"
 
 _lock = threading.Lock()
-_loaded: dict[Path, NativeKernels | None] = {}
+_loaded: dict[tuple[Path, str], NativeKernels | None] = {}
 
 
 def _cpu_flags() -> str:
@@ -60,7 +67,7 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def _build(cache_dir: Path) -> Path | None:
+def _build(cache_dir: Path, isa: str = "native") -> Path | None:
     cc = _compiler()
     if cc is None:
         logger.info("no C compiler: the model runs on torch's ops alone")
@@ -70,7 +77,8 @@ def _build(cache_dir: Path) -> Path | None:
     except (OSError, subprocess.SubprocessError):
         return None
     sources = [path.read_bytes() for path in SOURCES + HEADERS]
-    key = hashlib.sha256(b"\0".join([*sources, " ".join(FLAGS).encode(), version.encode(),
+    flags = [*FLAGS, ISAS[isa]]
+    key = hashlib.sha256(b"\0".join([*sources, " ".join(flags).encode(), version.encode(),
                                      _cpu_flags().encode(), torch.__version__.encode()])).hexdigest()[:16]
     target = cache_dir / f"cpu_kernels-{key}.so"
     if target.exists():
@@ -79,7 +87,7 @@ def _build(cache_dir: Path) -> Path | None:
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".so.tmp")
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True,
+        done = subprocess.run([cc, *flags, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True,
                               timeout=120)
         if done.returncode:
             logger.warning("building the native kernels failed; using torch's ops:\n%s", done.stderr[-2000:])
@@ -277,27 +285,137 @@ class Int4Linear:
         return linear
 
 
+class GGUFBlocks:
+    """Products and dequantization on a GGUF's own quantized blocks (see ``gguf_blocks.c``,
+    ported from llama.cpp). ``blocks`` is a weight's bytes as the file holds them: uint8,
+    contiguous, ``[n, row_bytes]`` (``n`` rows of ``k / block_elems`` blocks). Each method checks
+    the layout it relies on and raises ValueError rather than read out of bounds."""
+
+    TYPES = {2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K"}
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        info = library.gguf_block_info
+        info.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]
+        info.restype = ctypes.c_int
+        self._info: dict[int, tuple[int, int]] = {}
+        for type_id in self.TYPES:
+            elems, size = ctypes.c_int64(), ctypes.c_int64()
+            if info(type_id, ctypes.byref(elems), ctypes.byref(size)) == 0:
+                self._info[type_id] = (elems.value, size.value)
+        self._linear: dict[torch.dtype, Any] = {}
+        self._dequantize: dict[torch.dtype, Any] = {}
+        for dtype, suffix in ((torch.float32, "f32"), (torch.bfloat16, "bf16")):
+            fn = getattr(library, f"gguf_linear_{suffix}")
+            fn.argtypes = [ctypes.c_int, _P, _I, _I, _P, _I, _I, _P, ctypes.c_int]
+            fn.restype = ctypes.c_int
+            self._linear[dtype] = fn
+            fn = getattr(library, f"gguf_dequantize_{suffix}")
+            fn.argtypes = [ctypes.c_int, _P, _I, _P, _I, _P, ctypes.c_int]
+            fn.restype = ctypes.c_int
+            self._dequantize[dtype] = fn
+        library.gguf_blocks_isa.restype = ctypes.c_char_p
+        self.isa: str = library.gguf_blocks_isa().decode()
+
+    def supports(self, type_id: int) -> bool:
+        return type_id in self._info
+
+    def block_info(self, type_id: int) -> tuple[int, int]:
+        """``(elements, bytes)`` of one block of ``type_id``."""
+        if type_id not in self._info:
+            raise ValueError(f"gguf blocks: unsupported type {type_id}")
+        return self._info[type_id]
+
+    def _check(self, type_id: int, blocks: torch.Tensor, n: int, k: int, name: str) -> None:
+        if type_id not in self._info:
+            raise ValueError(f"{name}: unsupported type {type_id}")
+        elems, size = self._info[type_id]
+        if (n < 0 or k <= 0 or k % elems or blocks.dtype != torch.uint8 or not blocks.is_contiguous()
+                or blocks.device.type != "cpu" or blocks.numel() != n * (k // elems) * size
+                or (blocks.dim() == 2 and blocks.shape[0] != n) or blocks.dim() not in (1, 2)):
+            raise ValueError(f"{name}: unexpected layout")
+
+    def bind(self, type_id: int, blocks: torch.Tensor, n: int, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x`` ``[M, K]`` float32 or bfloat16 (rows may be strided) -> ``x W^T`` ``[M, N]`` in
+        ``x``'s dtype, for the weight held in ``blocks``: each row of ``x`` rounded once to 8-bit
+        blocks, then integer dot products per block (llama.cpp's recipe). Checked here once, and
+        ``x`` on each call."""
+        self._check(type_id, blocks, n, k, "gguf_linear")
+        functions, pointer, cpu = self._linear, blocks.data_ptr(), torch.device("cpu")
+
+        def linear(x: torch.Tensor) -> torch.Tensor:
+            fn = functions.get(x.dtype)
+            if fn is None or x.dim() != 2 or x.shape[1] != k or x.stride(1) != 1 or x.device != cpu:
+                raise ValueError("gguf_linear: unexpected layout")
+            rows = x.shape[0]
+            y = torch.empty((rows, n), dtype=x.dtype)
+            _check(fn(type_id, pointer, n, k, x.data_ptr(), x.stride(0), rows, y.data_ptr(),
+                      torch.get_num_threads()), "gguf_linear")
+            return y
+
+        linear.blocks = blocks  # type: ignore[attr-defined]  # the memory ``pointer`` points into
+        return linear
+
+    def linear(self, type_id: int, blocks: torch.Tensor, n: int, k: int, x: torch.Tensor) -> torch.Tensor:
+        """``x W^T`` once (``bind`` for a weight used many times)."""
+        return self.bind(type_id, blocks, n, k)(x)
+
+    def dequantize(self, type_id: int, blocks: torch.Tensor, n: int, k: int, dtype: torch.dtype,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The weight's rows (all ``n``, or those of the int64 ``rows``) as ``[count, k]``
+        ``dtype`` (float32 or bfloat16)."""
+        self._check(type_id, blocks, n, k, "gguf_dequantize")
+        fn = self._dequantize.get(dtype)
+        if fn is None:
+            raise ValueError(f"gguf_dequantize: unsupported dtype {dtype}")
+        if rows is None:
+            count, pointer = n, None
+        else:
+            if rows.dtype != torch.int64 or rows.dim() != 1 or rows.device.type != "cpu":
+                raise ValueError("gguf_dequantize: unexpected layout")
+            rows = rows.contiguous()
+            count, pointer = rows.numel(), rows.data_ptr()
+            if count and (int(rows.min()) < 0 or int(rows.max()) >= n):
+                raise ValueError("gguf_dequantize: row out of range")
+        out = torch.empty((count, k), dtype=dtype)
+        _check(fn(type_id, blocks.data_ptr(), k, pointer, count, out.data_ptr(), torch.get_num_threads()),
+               "gguf_dequantize")
+        return out
+
+
 @dataclass(frozen=True)
 class NativeKernels:
     decode_attention: DecodeAttention
     layer_ops: LayerOps
     int4_linear: Int4Linear
+    gguf_blocks: GGUFBlocks
 
 
-def load_native(cache_dir: Path) -> NativeKernels | None:
-    """The kernels built for this machine (once per cache directory and process), or None."""
+def load_native(cache_dir: Path, isa: str | None = None) -> NativeKernels | None:
+    """The kernels built for this machine (once per cache directory, instruction set and
+    process), or None. ``isa``: ``native`` (``-march=native``), ``avx2`` (``-march=haswell``)
+    or ``scalar`` (``-march=x86-64``); None reads ``INFERENCE_CPU_ISA`` (default ``native``).
+    The narrower builds are for x86 machines (to run and test what an AVX2-only or an older
+    CPU runs); elsewhere they fail to build and this returns None."""
     if sys.platform == "win32":
         return None
+    if isa is None:
+        isa = os.environ.get(ISA_ENV, "").strip().lower() or "native"
+        if isa not in ISAS:
+            logger.warning("%s=%r is not one of %s; building for native", ISA_ENV, isa, ", ".join(ISAS))
+            isa = "native"
+    elif isa not in ISAS:
+        raise ValueError(f"isa must be one of {', '.join(ISAS)}, not {isa!r}")
     with _lock:
-        if cache_dir in _loaded:
-            return _loaded[cache_dir]
+        if (cache_dir, isa) in _loaded:
+            return _loaded[(cache_dir, isa)]
         kernels = None
-        path = _build(cache_dir)
+        path = _build(cache_dir, isa)
         if path is not None:
             try:
                 library = ctypes.CDLL(str(path))
-                kernels = NativeKernels(DecodeAttention(library), LayerOps(library), Int4Linear(library))
+                kernels = NativeKernels(DecodeAttention(library), LayerOps(library), Int4Linear(library),
+                                        GGUFBlocks(library))
             except (OSError, AttributeError) as exc:
                 logger.warning("loading %s failed (%s); using torch's ops", path, exc)
-        _loaded[cache_dir] = kernels
+        _loaded[(cache_dir, isa)] = kernels
         return kernels

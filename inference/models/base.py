@@ -123,7 +123,7 @@ class Builder:
         if made is None:
             dense = [self.weights.dense(w) for w in weights]
             made = self.make_linear(dense[0] if len(dense) == 1 else torch.cat(dense), kind or self.linear_kind)
-        self.linears.append(made)
+        self.linears.extend(made.parts if isinstance(made, Concat) else [made])  # each part calibrated
         biases = [f"{n}.bias" for n in names]
         if any(self.weights.has(b) for b in biases):
             parts = [self.weights.dense(b) if self.weights.has(b) else torch.zeros(0) for b in biases]
