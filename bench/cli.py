@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from .client import Target, first_model, normalize_base_url
-from .machine import machine_info
+from .machine import machine_info, memory_read_gbs, weight_bytes_per_token
 from .report import analyze, render
 from .scenarios import OPTIONAL_SCENARIOS, SCENARIOS, BenchConfig, WarmupFailed, run_target
 from .server import BenchError, sigterm_interrupts, started_server, temporary_token
@@ -85,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--peer-model", default=None, help="the peer's model id (default: the first of its GET /v1/models)")
     a("--peer-token", default=None, help="API key for the peer, if it needs one")
     a("--peer-pid", type=int, default=None, help="PID of the peer (for rss and the CPU meter)")
+    a("--fixed-length", action="store_true", help="every answer runs to its max_tokens (min_tokens for ours, "
+                                                   "ignore_eos for llama-server): for models with random weights")
     a("--json", dest="json_path", default=None, help="also write all results to this file")
     a("--check", action="store_true", help="exit with status 1 unless 16 streams reach 4x one stream's aggregate "
                                            "tok/s with TTFT p95 <= 4 s (needs streams levels 1 and 16)")
@@ -139,9 +141,26 @@ def local_spec(model: str) -> Any:
     return entry.to_spec() if entry else next((s for s in BUILTIN_CATALOG if s.name == model), None)
 
 
+def _model_bytes(model: str | None) -> int | None:
+    """Bytes of weights one decode token reads, where ``model`` is a local GGUF entry."""
+    if model is None:
+        return None
+    spec = local_spec(model)
+    if spec is None or spec.is_remote:
+        return None
+    from inference.loader import gguf_path
+
+    try:
+        path = gguf_path(spec, inference_settings().model_cache_dir)
+    except (FileNotFoundError, ImportError, ValueError):
+        return None
+    return weight_bytes_per_token(path) if path is not None else None
+
+
 def banner(machine: dict[str, Any], cfg: BenchConfig, scenarios: list[str]) -> str:
     return (
         f"Machine: {machine['cpu']} | {machine['cores']} cores ({machine['usable_cores']} usable)"
+        f" | flags {machine.get('isa', '?')} | memory read {machine.get('memory_read_gbs', 0):.1f} GB/s"
         f"{' | ' + machine['cuda'] if machine['cuda'] else ''} | torch {machine['torch']} "
         f"({machine['torch_threads']} threads) | transformers {machine['transformers']} | Python {machine['python']}\n"
         f"Run {cfg.run_id}: {','.join(scenarios)} | max_tokens {cfg.max_tokens} | temperature 0 | "
@@ -183,10 +202,13 @@ def _run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
         except (httpx.HTTPError, ValueError) as exc:
             raise BenchError(f"--peer {base}: cannot list its models ({type(exc).__name__}: {exc}); "
                              "give --peer-model") from None
-        peer = Target("peer", base, peer_model, options["peer_token"], options["peer_pid"])
+        peer = Target("peer", base, peer_model, options["peer_token"], options["peer_pid"],
+                      options["fixed_length"])
+    machine["memory_read_gbs"] = memory_read_gbs()
     out(banner(machine, cfg, scenarios))
     targets: dict[str, dict[str, Any]] = {}
     model: str | None = options["model"]
+    model_bytes = _model_bytes(model or (local_default_model() if not options["url"] else None))
 
     def measure(target: Target, where: str) -> None:
         out(describe(target, where))
@@ -200,7 +222,8 @@ def _run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
     if server_scenarios and options["url"]:
         base = normalize_base_url(options["url"])
         model = model or remote_default_model(base, options["token"])
-        measure(Target("ours", base, model, options["token"], options["server_pid"]), "running server")
+        measure(Target("ours", base, model, options["token"], options["server_pid"], options["fixed_length"]),
+                "running server")
     elif server_scenarios:
         model = model or local_default_model()
         from django.conf import settings as dj
@@ -212,7 +235,8 @@ def _run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
             with started_server(log_path, Path(dj.BASE_DIR), options["ready_timeout"]) as server:
                 err(f"server ready in {time.monotonic() - started:.1f}s")
                 try:
-                    measure(Target("ours", server.url, model, secret, server.pid), "server started by bench")
+                    measure(Target("ours", server.url, model, secret, server.pid, options["fixed_length"]),
+                            "server started by bench")
                 except Exception:
                     err(f"server log (tail):\n{server.log_tail()}")
                     raise
@@ -239,6 +263,7 @@ def _run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
                    "url": options["url"] or "started by bench", "peer": options["peer"]},
         "targets": targets,
         "naive": naive,
+        "weight_bytes_per_token": model_bytes,
     }
     analyze(report)
     for line in render(report):

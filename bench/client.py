@@ -43,6 +43,7 @@ class Target:
     model: str
     token: str | None = None
     pid: int | None = None  # known for a server bench started, or given: enables RSS and the CPU meter
+    fixed_length: bool = False  # every answer runs to max_tokens (min_tokens, ignore_eos): random-weight models
 
     @property
     def completions_url(self) -> str:
@@ -159,6 +160,8 @@ async def stream_chat(client: httpx.AsyncClient, target: Target, messages: Messa
     ``extra`` fields join the body (``response_format``...)."""
     result = RequestResult(index=index, started=time.perf_counter())
     body = {**chat_body(target.model, messages, max_tokens), **(extra or {})}
+    if target.fixed_length:  # ours reads min_tokens (as vLLM), llama-server ignore_eos; each ignores the other
+        body.update(min_tokens=max_tokens, ignore_eos=True)
 
     async def run() -> None:
         async with client.stream("POST", target.completions_url, json=body, headers=target.headers()) as response:

@@ -24,7 +24,18 @@ def machine_info(num_threads: int = 0) -> dict[str, Any]:
                 break
     except OSError:
         pass
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
     return {
+        "isa": ",".join(f for f in wanted if f in flags) + (f" (forced {os.environ['INFERENCE_CPU_ISA']})"
+                                                            if os.environ.get("INFERENCE_CPU_ISA") else ""),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -34,6 +45,36 @@ def machine_info(num_threads: int = 0) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
     }
+
+
+def memory_read_gbs(megabytes: int = 1024, repeats: int = 5) -> float:
+    """GB/s at which this machine reads memory with torch's threads: a STREAM-like probe (the
+    best of ``repeats`` sums of a ``megabytes`` buffer, far larger than any cache). One-stream
+    decode reads every weight once a token, so this is its ceiling."""
+    import torch
+
+    values = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
+    values.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        values.sum()
+        best = min(best, time.perf_counter() - started)
+    return values.numel() * 4 / best / 1e9
+
+
+def weight_bytes_per_token(path: Path) -> int | None:
+    """Bytes of weights a one-row decode step reads from the GGUF at ``path``: every matrix
+    once (the output head included), the token embedding only where it is also the head."""
+    try:
+        from inference.gguf_file import open_gguf
+
+        tensors = open_gguf(path).tensors
+    except Exception:  # noqa: BLE001 - not a GGUF we can read: the figure is simply not known
+        return None
+    tied = "output.weight" not in tensors
+    return sum(int(t.n_bytes) for name, t in tensors.items()
+               if len(t.shape) >= 2 and (name != "token_embd.weight" or tied))
 
 
 def parse_status_kb(text: str, key: str) -> int | None:

@@ -265,6 +265,24 @@ def _other_errors(name: str, results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def bandwidth_lines(report: dict[str, Any]) -> list[str]:
+    """How close one-stream decode comes to the machine's memory bandwidth: weight bytes a token
+    times tokens/s against the probe's GB/s (each server's own rate; the same file)."""
+    per_token = report.get("weight_bytes_per_token")
+    bandwidth = (report.get("machine") or {}).get("memory_read_gbs")
+    if not per_token or not bandwidth:
+        return []
+    lines = ["", f"Decode reads {per_token / 1e6:.0f} MB of weights a token; this machine reads memory at "
+                 f"{bandwidth:.1f} GB/s (probe)"]
+    for name, t in report["targets"].items():
+        one = next((lv for lv in t["results"].get("streams") or [] if lv["concurrency"] == 1), None)
+        if one and one.get("tpot_ms"):
+            rate = per_token * 1000 / one["tpot_ms"] / 1e9  # decode alone: time per output token
+            lines.append(f"  {name}: one stream decodes at {rate:.1f} GB/s of weights = {100 * rate / bandwidth:.0f}% "
+                         "of the measured bandwidth")
+    return lines
+
+
 def render(report: dict[str, Any]) -> list[str]:
     """The printed report: the streams table, the side-by-side figures, ratios and verdicts."""
     targets = report["targets"]
@@ -302,6 +320,7 @@ def render(report: dict[str, Any]) -> list[str]:
             f"{'PASS' if acc['scaling_ok'] else 'FAIL'}); TTFT p95 at 16 = {fmt(acc['ttft_p95_ms_at_16'], 'ms')} ms "
             f"(<= {ACCEPT_TTFT_P95_MS:.0f} ms: {'PASS' if acc['ttft_ok'] else 'FAIL'}); errors {acc['errors']}"
         )
+    lines += bandwidth_lines(report)
     if goals := report.get("goals"):
         lines += ["", "Engine issue's goals in this run:"]
         for g in goals:

@@ -17,29 +17,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .gguf_file import open_gguf
+
 if TYPE_CHECKING:
     from .layers import Linear
     from .models import Builder
-
-
-def gguf_architecture(path: Path) -> str:
-    from gguf import GGUFReader
-
-    field = GGUFReader(str(path)).fields["general.architecture"]
-    return bytes(field.parts[field.data[0]]).decode()
 
 
 class GGUFWeights:
     """``Weights`` (see ``inference/models/base.py``) over a GGUF file."""
 
     def __init__(self, path: Path, config: Any) -> None:
-        from gguf import MODEL_ARCH_NAMES, GGUFReader, get_tensor_name_map
+        from gguf import MODEL_ARCH_NAMES, get_tensor_name_map
 
         self.path = path
-        self.reader = GGUFReader(str(path))  # np.memmap: tensors are read when touched
-        self.tensors = {t.name: t for t in self.reader.tensors}
-        field = self.reader.fields["general.architecture"]
-        self.architecture = bytes(field.parts[field.data[0]]).decode()
+        self.file = open_gguf(path)  # np.memmap: tensors are read when touched
+        self.tensors = self.file.tensors
+        self.architecture = self.file.architecture
         arch = next((k for k, v in MODEL_ARCH_NAMES.items() if v == self.architecture), None)
         if arch is None:
             raise ValueError(f"unknown GGUF architecture {self.architecture!r}")
@@ -83,7 +77,7 @@ class GGUFWeights:
         if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
             array = np.asarray(t.data, dtype=np.float32).reshape(shape)
         else:
-            array = dequantize(t.data, t.tensor_type).reshape(shape)
+            array = dequantize(np.asarray(t.data), t.tensor_type).reshape(shape)
         order = self.row_order(name, shape[0])
         if order is not None:
             array = array[order]
@@ -114,7 +108,7 @@ class GGUFWeights:
         if not self.has(name):
             return
         t = self.tensor(name)
-        backing = getattr(self.reader.data, "_mmap", None)
+        backing = getattr(self.file.map, "_mmap", None)
         if backing is None or not hasattr(backing, "madvise"):
             return
         page = mmap.PAGESIZE

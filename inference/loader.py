@@ -156,9 +156,9 @@ def _gguf_linear_kind(spec: ModelSpec, settings: InferenceSettings) -> str | Non
     if gguf is None:
         return None
     try:
-        from gguf import GGUFReader
+        from .gguf_file import open_gguf
 
-        kinds = {t.tensor_type.name for t in GGUFReader(str(gguf)).tensors if ".attn_q." in t.name}
+        kinds = {t.tensor_type.name for t in open_gguf(gguf).tensors.values() if ".attn_q." in t.name}
     except Exception:  # noqa: BLE001 - an unreadable header just means "no hint"
         return None
     if kinds and kinds <= {"Q4_0", "Q4_1"}:
@@ -243,6 +243,23 @@ def _cache_dir(gguf: Path, settings: InferenceSettings) -> Path:
     return settings.model_cache_dir / _slug(f"{gguf.stem}-{gguf.stat().st_size}")
 
 
+def gguf_config(gguf: Path, settings: InferenceSettings) -> Any:
+    """The transformers config of a GGUF (its text model's), saved under ``MODEL_CACHE_DIR`` the
+    first time: transformers parses the whole metadata for it (vocabulary included)."""
+    from transformers import AutoConfig
+
+    cached = _cache_dir(gguf, settings) / "config"
+    if (cached / "config.json").exists():
+        return text_config(AutoConfig.from_pretrained(cached))
+    config = text_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name))
+    tmp = cached.with_name(f"config.tmp{os.getpid()}")
+    config.save_pretrained(tmp)
+    if cached.exists():
+        shutil.rmtree(cached)
+    os.replace(tmp, cached)
+    return config
+
+
 def gguf_tokenizer(gguf: Path, settings: InferenceSettings) -> Any:
     """The tokenizer transformers builds from the GGUF's metadata, saved under
     ``MODEL_CACHE_DIR`` the first time and read from there after."""
@@ -268,8 +285,7 @@ def read_source(spec: ModelSpec, settings: InferenceSettings) -> tuple[Any, Any,
 
     gguf = gguf_path(spec, settings.model_cache_dir)
     if gguf is not None:
-        config = text_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name))
-        return config, gguf_tokenizer(gguf, settings), gguf, True
+        return gguf_config(gguf, settings), gguf_tokenizer(gguf, settings), gguf, True
     directory = checkpoint_dir(spec, settings)
     config = text_config(AutoConfig.from_pretrained(directory))
     return config, AutoTokenizer.from_pretrained(directory), directory, False
@@ -291,7 +307,7 @@ def describe_source(spec: ModelSpec, settings: InferenceSettings) -> str:
     gguf = gguf_path(spec, settings.model_cache_dir)
     try:
         if gguf is not None:
-            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            config = gguf_config(gguf, settings)
         else:
             config = AutoConfig.from_pretrained(checkpoint_dir(spec, settings))
     except (ValueError, KeyError, OSError, NotImplementedError) as exc:
