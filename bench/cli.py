@@ -232,7 +232,7 @@ def _run(options: dict[str, Any], out: Write, err: Write) -> dict[str, Any]:
             log_path = Path(options["server_log"]) if options["server_log"] else Path(tmp) / "server.log"
             err("starting the server and waiting for /readyz ...")
             started = time.monotonic()
-            with started_server(log_path, Path(dj.BASE_DIR), options["ready_timeout"]) as server:
+            with started_server(log_path, Path(dj.BASE_DIR), options["ready_timeout"], model) as server:
                 err(f"server ready in {time.monotonic() - started:.1f}s")
                 try:
                     measure(Target("ours", server.url, model, secret, server.pid, options["fixed_length"]),

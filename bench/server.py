@@ -33,13 +33,15 @@ def free_port() -> int:
 class ServerProcess:
     """The project's server in a subprocess (current environment and database)."""
 
-    def __init__(self, log_path: Path, cwd: Path) -> None:
+    def __init__(self, log_path: Path, cwd: Path, preload: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = dict(os.environ)
         env.setdefault("DJANGO_SETTINGS_MODULE", "waiproject.settings")
         env["PYTHONUNBUFFERED"] = "1"
+        if preload:  # the measured model loads first, so it is the one that gets the main thread (inference.host)
+            env.setdefault("INFERENCE_PRELOAD", f"{preload},default")  # /readyz waits for the default
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "waiproject.serve", "--port", str(self.port)],
@@ -102,9 +104,10 @@ def temporary_token() -> Iterator[str]:
 
 
 @contextmanager
-def started_server(log_path: Path, cwd: Path, ready_timeout: float) -> Iterator[ServerProcess]:
-    """A ``ServerProcess`` that answered ``/readyz``; always stopped on exit."""
-    server = ServerProcess(log_path, cwd)
+def started_server(log_path: Path, cwd: Path, ready_timeout: float,
+                   preload: str | None = None) -> Iterator[ServerProcess]:
+    """A ``ServerProcess`` (preloading ``preload``) that answered ``/readyz``; always stopped on exit."""
+    server = ServerProcess(log_path, cwd, preload)
     try:
         server.wait_ready(ready_timeout)
         yield server

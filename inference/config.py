@@ -28,6 +28,7 @@ class InferenceSettings:
     num_threads: int = 0  # 0: leave torch's default
     native_kernels: bool = True  # CPU: build inference/kernels with the C compiler (else torch's ops)
     cpu_isa: str = "native"  # native | avx2 | scalar: the instruction set the native kernels are built for
+    weight_kernels: bool = True  # few-row steps on weight-only kernels (GGUF blocks, int4, int8); false: dense only
     dense_copy_mb: int = 1024  # GGUF weights dequantized for many-row steps are kept if they fit, else made per call
     keep_alive: int = 1800  # seconds a local model stays loaded while idle (Ollama's keep_alive); -1: forever
     max_loaded_models: int = 0  # local models loaded at once (the least recently used idle one goes); 0: no cap

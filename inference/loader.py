@@ -200,6 +200,8 @@ class ExecutionPlan:
                 return cls(dtype, "bitsandbytes", "dense", "bitsandbytes-int8")
             return cls(dtype, "dense", "dense", "none")
         dtype = forced or (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+        if not settings.weight_kernels:  # dense GEMM for every step: a row's numbers never depend on its batch
+            return cls(dtype, "dense", "dense", "none (INFERENCE_WEIGHT_KERNELS=false)")
         source = _gguf_linear_kind(spec, settings) if spec.precision == "full" else None
         blocks = getattr(native, "gguf_blocks", None)
         if source == "int4" and dtype == torch.bfloat16 and native is not None and native.int4_linear.available:

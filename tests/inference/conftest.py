@@ -17,7 +17,7 @@ def fp32_engine():  # type: ignore[no-untyped-def]
     numbers do not depend on the rows batched with it: for exact-equality tests of
     batching logic. A small KV cache, so long answers cross many blocks."""
     spec = builtin_spec()
-    settings = dataclasses.replace(pool.settings, dtype="float32", kv_cache_tokens=4096)
+    settings = dataclasses.replace(pool.settings, dtype="float32", kv_cache_tokens=4096, weight_kernels=False)
     engine = Engine(spec, load_model(spec, settings), settings)
     yield engine
     engine.shutdown()

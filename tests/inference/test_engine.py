@@ -210,7 +210,8 @@ async def test_when_kv_memory_runs_out_requests_are_preempted_and_still_answer_e
     from inference.metrics import PREEMPTIONS
 
     spec = builtin_spec()
-    settings = dataclasses.replace(pool.settings, dtype="float32", kv_cache_tokens=512, prefix_caching=False)
+    settings = dataclasses.replace(pool.settings, dtype="float32", kv_cache_tokens=512, prefix_caching=False,
+                                   weight_kernels=False)
     engine = Engine(spec, lambda: load_model(spec, settings), settings)
     try:
         long = SamplingParams(max_tokens=150, temperature=0)
