@@ -148,7 +148,7 @@ def _model_bytes(model: str | None) -> int | None:
     spec = local_spec(model)
     if spec is None or spec.is_remote:
         return None
-    from inference.loader import gguf_path
+    from inference import gguf_path
 
     try:
         path = gguf_path(spec, inference_settings().model_cache_dir)

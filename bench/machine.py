@@ -67,7 +67,7 @@ def weight_bytes_per_token(path: Path) -> int | None:
     """Bytes of weights a one-row decode step reads from the GGUF at ``path``: every matrix
     once (the output head included), the token embedding only where it is also the head."""
     try:
-        from inference.gguf_file import open_gguf
+        from inference import open_gguf
 
         tensors = open_gguf(path).tensors
     except Exception:  # noqa: BLE001 - not a GGUF we can read: the figure is simply not known

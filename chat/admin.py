@@ -38,8 +38,7 @@ class CatalogEntryAdmin(admin.ModelAdmin):
                 data: dict[str, Any] = super().clean()
                 source = data.get("source") or ""
                 if source and not source.startswith("openai:") and "source" in self.changed_data:
-                    from inference.loader import describe_source
-                    from inference.model_pool import pool
+                    from inference import describe_source, pool
 
                     entry = CatalogEntry(name=data.get("name") or "?", source=source,
                                          precision=data.get("precision") or "full",

@@ -31,6 +31,9 @@ _EXPORTS = {
     "InvalidGrammar": "guided",
     "MainThreadHost": "host",
     "checkpoint_dir": "loader",
+    "describe_source": "loader",
+    "gguf_path": "loader",
+    "open_gguf": "gguf_file",
     "Finished": "outputs",
     "RequestStream": "outputs",
     "TokenLogprob": "outputs",
@@ -74,9 +77,10 @@ if TYPE_CHECKING:
         QueueFull,
         UpstreamError,
     )
+    from .gguf_file import open_gguf
     from .guided import Guide, InvalidGrammar
     from .host import MainThreadHost
-    from .loader import checkpoint_dir
+    from .loader import checkpoint_dir, describe_source, gguf_path
     from .model_pool import ModelPool, pool
     from .outputs import Finished, RequestStream, TokenLogprob, Usage
     from .prompts import FittedPrompt, check_context

@@ -9,9 +9,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from inference.catalog import BUILTIN_CATALOG
-    from inference.loader import gguf_path
-    from inference.model_pool import pool
+    from inference import BUILTIN_CATALOG, gguf_path, pool
 
     for spec in BUILTIN_CATALOG:
         if spec.source_kind == "assembled":

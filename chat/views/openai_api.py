@@ -163,7 +163,8 @@ def _openai_calls(calls: list[tuple[str, str]]) -> list[dict[str, Any]]:
 @api_view("GET", envelope="openai", rate_limited=True)
 async def list_models(request: HttpRequest, *, principal: Principal) -> HttpResponseBase:
     """``GET /v1/models``: every enabled catalog entry, listed or not currently available."""
-    data = [_model_json(entry) async for entry in CatalogEntry.objects.filter(is_enabled=True).order_by("name")]
+    entries = CatalogEntry.objects.filter(is_enabled=True).order_by("-is_default", "name")  # the default first
+    data = [_model_json(entry) async for entry in entries]
     return JsonResponse({"object": "list", "data": data})
 
 

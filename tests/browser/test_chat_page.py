@@ -453,3 +453,21 @@ def test_tool_calls_and_results_in_an_answer_are_collapsible_blocks(open_tab: An
     assert '"city": "<b>Paris</b>"' in result["code"][0] and result["bold"] == 0
     assert result["first"] == "Let me check." and result["strong"] == "21"
     tab.assert_clean()
+
+
+def test_gemma_3_can_be_picked_and_answers(open_tab: Any) -> None:
+    """The second built-in model: picked in the model menu, it answers a message in the page."""
+    gemma = "@cf/google/gemma-3-270m"
+    tab = open_tab()
+    page = tab.page
+    page.goto(tab.url("/"))
+    option = page.locator(f"[data-testid=model-select] option[value='{gemma}']")
+    assert option.is_enabled()
+    page.select_option("[data-testid=model-select]", gemma)
+    set_max_tokens(tab, 16)
+    send(tab, "The capital of France is")
+    done = wait_answer(tab, lambda a: a["state"] not in (None, "streaming"))
+    assert done["state"] == "done" and done["text"].strip()
+    cid = conversation_id(tab)
+    assert api_get(tab, f"/api/conversations/{cid}")["model"] == gemma
+    tab.assert_clean()

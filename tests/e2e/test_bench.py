@@ -33,7 +33,7 @@ def test_bench_starts_a_server_and_compares_with_a_peer(tmp_path: Path, live_ser
     assert "TTFT p95" in run.stdout and "ours/peer" in run.stdout
     report = json.loads(out_path.read_text())
     assert list(report["targets"]) == ["ours", "peer"]
-    assert report["targets"]["peer"]["model"] == MODEL  # the first of its /v1/models
+    assert report["targets"]["peer"]["model"] == MODEL  # the first of its /v1/models: the catalog's default
     for target in report["targets"].values():
         results = target["results"]
         assert [r["concurrency"] for r in results["streams"]] == [1, 2]

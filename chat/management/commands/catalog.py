@@ -43,8 +43,7 @@ def check_source(value: str) -> str:
 def serving(entry: CatalogEntry) -> str:
     """Which path serves a local entry (``native: llama``, ``transformers: gpt2``); refuses one
     that neither can run, or whose weights are not on this server, with the reason."""
-    from inference.loader import describe_source
-    from inference.model_pool import pool
+    from inference import describe_source, pool
 
     try:
         return describe_source(entry.to_spec(), pool.settings)
