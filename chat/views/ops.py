@@ -28,8 +28,8 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 
 
 async def readyz(request: HttpRequest) -> HttpResponse:
-    """200 once the default model is loaded, 503 before (or when it cannot load)."""
-    name = await sync_to_async(default_model_name)()
+    """200 once the default model (or ``?model=NAME``) is loaded, 503 before (or when it cannot load)."""
+    name = request.GET.get("model") or await sync_to_async(default_model_name)()
     if name and (pool.is_loaded(name) or pool.was_unloaded(name)):  # unloaded when idle: loads on demand
         return JsonResponse({"status": "ready", "model": name, "models": await sync_to_async(entry_states)()})
     if not name:
