@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .layers import Concat
 from .quant import DenseLinear, HybridLinear, dense_linear
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def gguf_linear(weights: GGUFWeights, names: list[str], build: Builder) -> Linea
     linears: list[Linear] = [_hybrid(kernels, b, build) for b in blocks]
     for b in blocks:
         build.notes.add(b.type_name)
-    return linears[0] if len(linears) == 1 else build.concat(linears)
+    return linears[0] if len(linears) == 1 else Concat(linears)
 
 
 def _hybrid(kernels: Any, blocks: Blocks, build: Builder) -> HybridLinear:

@@ -168,6 +168,9 @@ def _gguf_linear_kind(spec: ModelSpec, settings: InferenceSettings) -> str | Non
     return "gguf" if kinds else None
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # INFERENCE_DTYPE
+
+
 @dataclass(frozen=True)
 class ExecutionPlan:
     """How a model runs on this machine: compute dtype and the kind of each linear."""
@@ -190,16 +193,15 @@ class ExecutionPlan:
         - ``int8``/``int4`` entries on a bf16 CPU: weight-only kernels from dense weights.
         - Anything else: dense.
         """
-        if settings.dtype != "auto":
-            forced = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
-        else:
-            forced = None
+        forced = DTYPES.get(settings.dtype)
         if device.startswith("cuda"):
             dtype = forced or torch.float16
             if spec.precision == "int8":
                 return cls(dtype, "bitsandbytes", "dense", "bitsandbytes-int8")
             return cls(dtype, "dense", "dense", "none")
-        dtype = forced or (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+        # a forced narrower ISA runs as a CPU without native bf16 would (INFERENCE_CPU_ISA=avx2)
+        native_bf16 = settings.cpu_isa == "native" and cpu_has_native_bf16()
+        dtype = forced or (torch.bfloat16 if native_bf16 else torch.float32)
         if not settings.weight_kernels:  # dense GEMM for every step: a row's numbers never depend on its batch
             return cls(dtype, "dense", "dense", "none (INFERENCE_WEIGHT_KERNELS=false)")
         source = _gguf_linear_kind(spec, settings) if spec.precision == "full" else None
@@ -245,40 +247,36 @@ def _cache_dir(gguf: Path, settings: InferenceSettings) -> Path:
     return settings.model_cache_dir / _slug(f"{gguf.stem}-{gguf.stat().st_size}")
 
 
-def gguf_config(gguf: Path, settings: InferenceSettings) -> Any:
-    """The transformers config of a GGUF (its text model's), saved under ``MODEL_CACHE_DIR`` the
-    first time: transformers parses the whole metadata for it (vocabulary included)."""
-    from transformers import AutoConfig
-
-    cached = _cache_dir(gguf, settings) / "config"
-    if (cached / "config.json").exists():
-        return text_config(AutoConfig.from_pretrained(cached))
-    config = text_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name))
-    tmp = cached.with_name(f"config.tmp{os.getpid()}")
-    config.save_pretrained(tmp)
+def _cached(gguf: Path, settings: InferenceSettings, name: str, marker: str, auto: Any) -> Any:
+    """``auto.from_pretrained`` of the GGUF, saved under ``MODEL_CACHE_DIR/<file>/<name>`` the first
+    time and read from there after: transformers parses the whole metadata for it (Gemma 3's
+    262k-token vocabulary took about 20 s)."""
+    cached = _cache_dir(gguf, settings) / name
+    if (cached / marker).exists():
+        return auto.from_pretrained(cached)
+    started = time.perf_counter()
+    made = auto.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = cached.with_name(f"{name}.tmp{os.getpid()}")
+    made.save_pretrained(tmp)
     if cached.exists():
         shutil.rmtree(cached)
-    os.replace(tmp, cached)
-    return config
+    os.replace(tmp, cached)  # whole or absent, whatever else loads it meanwhile
+    logger.info("built the %s of %s in %.1fs (cached in %s)", name, gguf.name, time.perf_counter() - started, cached)
+    return made
+
+
+def gguf_config(gguf: Path, settings: InferenceSettings) -> Any:
+    """The transformers config of a GGUF (its text model's), cached."""
+    from transformers import AutoConfig
+
+    return text_config(_cached(gguf, settings, "config", "config.json", AutoConfig))
 
 
 def gguf_tokenizer(gguf: Path, settings: InferenceSettings) -> Any:
-    """The tokenizer transformers builds from the GGUF's metadata, saved under
-    ``MODEL_CACHE_DIR`` the first time and read from there after."""
+    """The tokenizer transformers builds from the GGUF's metadata, cached."""
     from transformers import AutoTokenizer
 
-    cached = _cache_dir(gguf, settings) / "tokenizer"
-    if (cached / "tokenizer_config.json").exists():
-        return AutoTokenizer.from_pretrained(cached)
-    started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tmp = cached.with_name(f"tokenizer.tmp{os.getpid()}")
-    tokenizer.save_pretrained(tmp)
-    if cached.exists():
-        shutil.rmtree(cached)
-    os.replace(tmp, cached)
-    logger.info("built the tokenizer of %s in %.1fs (cached in %s)", gguf.name, time.perf_counter() - started, cached)
-    return tokenizer
+    return _cached(gguf, settings, "tokenizer", "tokenizer_config.json", AutoTokenizer)
 
 
 def read_source(spec: ModelSpec, settings: InferenceSettings) -> tuple[Any, Any, Path, bool]:
@@ -291,11 +289,6 @@ def read_source(spec: ModelSpec, settings: InferenceSettings) -> tuple[Any, Any,
     directory = checkpoint_dir(spec, settings)
     config = text_config(AutoConfig.from_pretrained(directory))
     return config, AutoTokenizer.from_pretrained(directory), directory, False
-
-
-def serving_path(config: Any) -> str:
-    """``native`` where a family file describes ``config``'s architecture, else ``transformers``."""
-    return "native" if is_supported(config) else "transformers"
 
 
 def describe_source(spec: ModelSpec, settings: InferenceSettings) -> str:
@@ -327,9 +320,7 @@ def _load_through_transformers(spec: ModelSpec, settings: InferenceSettings, con
                                is_gguf: bool, device: str, started: float) -> LoadedModel:
     from .models.transformers_backend import load_transformers_model
 
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    if settings.dtype != "auto":
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[settings.dtype]
+    dtype = DTYPES.get(settings.dtype) or (torch.float16 if device.startswith("cuda") else torch.float32)
     model = load_transformers_model(path.parent if is_gguf else path, config, dtype, device,
                                     path.name if is_gguf else None)
     elapsed = time.perf_counter() - started

@@ -29,12 +29,7 @@ INT4_GROUP_SIZE = 32
 
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16
-    matmuls are emulated and slower than fp32. False when ``INFERENCE_CPU_ISA`` forces a
-    narrower path (``avx2``, ``scalar``): the machine then runs as an AVX2 laptop would."""
-    import os
-
-    if os.environ.get("INFERENCE_CPU_ISA", "native").strip() not in ("", "native"):
-        return False
+    matmuls are emulated and slower than fp32."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

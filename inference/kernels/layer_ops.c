@@ -24,6 +24,23 @@
 #define PARALLEL_ROWS 8
 #define MAX_DIM 16384
 
+static inline float silu(float a) { return a / (1.0f + expf(-a)); }
+static inline float gelu_tanh(float a) { /* Gemma's MLP */
+    return 0.5f * a * (1.0f + tanhf(0.7978845608028654f * (a + 0.044715f * a * a * a)));
+}
+
+/* act(gate) * up, gu [rows][2 inter] (gate first) -> out [rows][inter] */
+#define DEFINE_GATED(NAME, T, LOAD, STORE, ACT)                                                  \
+int NAME(const T *gu, T *out, int64_t rows, int64_t inter, int nthreads) {                       \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static) if(rows >= PARALLEL_ROWS)") \
+    for (int64_t r = 0; r < rows; r++) {                                                         \
+        const T *g = gu + r * 2 * inter, *u = g + inter;                                         \
+        T *o = out + r * inter;                                                                  \
+        for (int64_t i = 0; i < inter; i++) o[i] = STORE(ACT(LOAD(g[i])) * LOAD(u[i]));          \
+    }                                                                                            \
+    return 0;                                                                                    \
+}
+
 #define DEFINE_LAYER_OPS(SUFFIX, T, LOAD, STORE)                                                 \
 int add_rms_norm_##SUFFIX(T *x, int64_t x_stride, const T *delta, const T *weight, T *out,       \
                           int64_t rows, int64_t h, float eps, int nthreads) {                    \
@@ -76,33 +93,8 @@ int rope_store_##SUFFIX(T *qkv, int64_t rows, const int64_t *positions, const T 
     return 0;                                                                                    \
 }                                                                                                \
                                                                                                  \
-int silu_mul_##SUFFIX(const T *gu, T *out, int64_t rows, int64_t inter, int nthreads) {          \
-    _Pragma("omp parallel for num_threads(nthreads) schedule(static) if(rows >= PARALLEL_ROWS)") \
-    for (int64_t r = 0; r < rows; r++) {                                                         \
-        const T *g = gu + r * 2 * inter, *u = g + inter;                                         \
-        T *o = out + r * inter;                                                                  \
-        for (int64_t i = 0; i < inter; i++) {                                                    \
-            const float a = LOAD(g[i]);                                                          \
-            o[i] = STORE(a / (1.0f + expf(-a)) * LOAD(u[i]));                                    \
-        }                                                                                        \
-    }                                                                                            \
-    return 0;                                                                                    \
-}                                                                                                \
-                                                                                                 \
-/* gelu(gate, tanh approximation) * up, as Gemma's MLP */                                         \
-int gelu_tanh_mul_##SUFFIX(const T *gu, T *out, int64_t rows, int64_t inter, int nthreads) {     \
-    _Pragma("omp parallel for num_threads(nthreads) schedule(static) if(rows >= PARALLEL_ROWS)") \
-    for (int64_t r = 0; r < rows; r++) {                                                         \
-        const T *g = gu + r * 2 * inter, *u = g + inter;                                         \
-        T *o = out + r * inter;                                                                  \
-        for (int64_t i = 0; i < inter; i++) {                                                    \
-            const float a = LOAD(g[i]);                                                          \
-            const float t = tanhf(0.7978845608028654f * (a + 0.044715f * a * a * a));           \
-            o[i] = STORE(0.5f * a * (1.0f + t) * LOAD(u[i]));                                    \
-        }                                                                                        \
-    }                                                                                            \
-    return 0;                                                                                    \
-}
+DEFINE_GATED(silu_mul_##SUFFIX, T, LOAD, STORE, silu)                                              \
+DEFINE_GATED(gelu_tanh_mul_##SUFFIX, T, LOAD, STORE, gelu_tanh)
 
 DEFINE_LAYER_OPS(bf16, uint16_t, load_bf16, store_bf16)
 DEFINE_LAYER_OPS(f32, float, load_f32, store_f32)

@@ -133,9 +133,6 @@ class Builder:
             made = Biased(made, torch.cat(parts).to(device=self.device, dtype=self.dtype))
         return made
 
-    def concat(self, parts: list[Linear]) -> Linear:
-        return Concat(parts)
-
     def norm(self, name: str, offset: float = 0.0) -> RMSNorm:
         eps = float(getattr(self.config, "rms_norm_eps", None) or getattr(self.config, "layer_norm_eps", None) or 1e-6)
         return RMSNorm(self.weights.dense(f"{name}.weight").to(self.device), eps, self.dtype, self.ops, offset)

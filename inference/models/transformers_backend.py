@@ -53,9 +53,6 @@ class TransformersModel:
             out.append(result.logits[0, -1].float())
         return out
 
-    def forget(self, request_id: str) -> None:
-        self._caches.pop(request_id, None)
-
 
 def load_transformers_model(source: Any, config: Any, dtype: torch.dtype, device: str,
                             gguf_file: str | None = None) -> TransformersModel:

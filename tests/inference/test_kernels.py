@@ -152,6 +152,13 @@ def test_silu_mul_is_silu_of_the_gate_times_the_up_half(native, dtype) -> None: 
     assert close(native.layer_ops.silu_mul(gu), F.silu(gu[:, :48].float()) * gu[:, 48:].float())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gelu_tanh_mul_is_gemmas_gelu_of_the_gate_times_the_up_half(native, dtype) -> None:  # type: ignore[no-untyped-def]
+    gu = torch.randn(9, 2 * 40).to(dtype)
+    want = F.gelu(gu[:, :40].float(), approximate="tanh") * gu[:, 40:].float()
+    assert close(native.layer_ops.gelu_tanh_mul(gu), want)
+
+
 def test_the_model_with_native_ops_computes_what_torch_ops_compute() -> None:
     """The real model in float32, one prompt and then a decode step: logits agree."""
     import dataclasses
